@@ -1,0 +1,328 @@
+"""Dataset specs: where a dataset's molecules and labels come from, and how they are prepared.
+
+A spec is a TOML file validated into frozen pydantic models. Unknown keys and wrong types are errors
+that name the file, the key and what is allowed. Relative paths in a spec are relative to the spec
+file's folder; ``$VARS`` and ``~`` are expanded, so private data can live outside the repository
+(``path = "$AZ_DATA/assay_17_primary.csv"``).
+
+Example (a local two-fidelity dataset)::
+
+    name = "my_assay"
+    task_type = "regression"
+    fidelities = ["lf", "hf"]
+    duplicates = "mean"
+
+    [source]
+    kind = "local"
+
+    [source.files.primary]
+    path = "$AZ_DATA/primary.csv.gz"
+    smiles_column = "SMILES"
+    id_column = "Compound ID"
+
+    [[source.labels]]
+    fidelity = "lf"
+    target = "activity"
+    file = "primary"
+    column = "Z-Score"
+
+    [split]
+    kind = "random"
+    seeds = [1, 2, 3, 4, 5]
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mfray.utils.errors import SpecError
+from mfray.utils.hashing import hash_obj
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- sources
+Transform = Literal["none", "pxc50_from_um", "neg_log10", "log10", "minus"]
+
+
+class FileSpec(_Spec):
+    """One tabular input file (CSV/TSV, optionally gzipped, or Parquet)."""
+
+    path: str
+    smiles_column: str
+    id_column: str | None = None
+    format: Literal["auto", "csv", "tsv", "parquet"] = "auto"
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    encoding: str = "utf-8"
+
+
+class LabelSpec(_Spec):
+    """A numeric label column: one (fidelity, target) pair read from one file."""
+
+    fidelity: str
+    target: str
+    file: str
+    column: str
+    transform: Transform = "none"
+
+
+class ArtifactSpec(_Spec):
+    """A precomputed low-fidelity model output shipped with the data (prediction or embedding)."""
+
+    name: str
+    file: str
+    column: str
+    kind: Literal["prediction", "embedding"]
+
+
+class LocalSource(_Spec):
+    """Local CSV/Parquet files with a column mapping (how private AZ-style data comes in)."""
+
+    kind: Literal["local"] = "local"
+    files: dict[str, FileSpec]
+    labels: list[LabelSpec]
+    artifacts: list[ArtifactSpec] = []
+
+    @model_validator(mode="after")
+    def _refs(self) -> LocalSource:
+        if not self.files:
+            raise ValueError("source.files: at least one file is required")
+        if not self.labels:
+            raise ValueError("source.labels: at least one label column is required")
+        for where, items in (("labels", self.labels), ("artifacts", self.artifacts)):
+            for i, item in enumerate(items):
+                if item.file not in self.files:
+                    raise ValueError(
+                        f"source.{where}[{i}].file = {item.file!r} is not one of the files "
+                        f"{sorted(self.files)}"
+                    )
+        seen: set[tuple[str, str, str]] = set()
+        for i, lab in enumerate(self.labels):
+            key = (lab.file, lab.fidelity, lab.target)
+            if key in seen:
+                raise ValueError(
+                    f"source.labels[{i}]: ({lab.fidelity}, {lab.target}) is read twice from file {lab.file!r}"
+                )
+            seen.add(key)
+        return self
+
+
+class MfpcbaSource(_Spec):
+    """An MF-PCBA pair retrieved from PubChem PUG-REST (primary SD screen -> dose-response DR)."""
+
+    kind: Literal["mfpcba"] = "mfpcba"
+    sd_aid: int
+    dr_aid: int
+    sd_columns: list[str]
+    dr_columns: list[str]
+    transform_dr: Literal["pxc50", "minus", "no"]
+    cache_dir: str = "$MFRAY_CACHE/pubchem"
+
+
+QMUGS_PROPERTIES = (
+    "TOTAL_ENERGY", "ATOMIC_ENERGY", "FORMATION_ENERGY", "HOMO_ENERGY", "LUMO_ENERGY",
+    "ROT_CONSTANT_A", "ROT_CONSTANT_B", "ROT_CONSTANT_C", "DIPOLE_X", "DIPOLE_Y", "DIPOLE_Z",
+    "DIPOLE_TOT",
+)
+
+
+class QmugsSource(_Spec):
+    """QMugs summary.csv (GFN2-xTB = LF, DFT wB97X-D/def2-SVP = HF) keyed by (chembl_id, conf_id)."""
+
+    kind: Literal["qmugs"] = "qmugs"
+    summary_csv: str
+    properties: list[str] = list(QMUGS_PROPERTIES)
+    outlier_sd: float | None = 5.0
+
+    @field_validator("properties")
+    @classmethod
+    def _props(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if p not in QMUGS_PROPERTIES]
+        if bad:
+            raise ValueError(f"unknown QMugs properties {bad}; allowed: {list(QMUGS_PROPERTIES)}")
+        return v
+
+
+SourceSpec = Annotated[LocalSource | MfpcbaSource | QmugsSource, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- preparation
+class StandardizeSpec(_Spec):
+    """SMILES standardisation (METHOD.md section 8). ``preset`` fills the steps; steps may override."""
+
+    preset: Literal["mfpcba", "minimal"] = "mfpcba"
+    largest_fragment: bool | None = None
+    remove_stereo: bool | None = None
+    neutralize: bool | None = None
+    require_neutral: bool | None = None
+    max_heavy_atoms: int | None = Field(default=None, ge=1)
+    allowed_elements: list[str] | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        base = {
+            "mfpcba": dict(largest_fragment=True, remove_stereo=True, neutralize=True, require_neutral=True),
+            "minimal": dict(largest_fragment=False, remove_stereo=False, neutralize=False, require_neutral=False),
+        }[self.preset]
+        out: dict[str, Any] = dict(base)
+        for k in ("largest_fragment", "remove_stereo", "neutralize", "require_neutral"):
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        out["max_heavy_atoms"] = self.max_heavy_atoms
+        out["allowed_elements"] = sorted(self.allowed_elements) if self.allowed_elements else None
+        return out
+
+
+class FeaturizerSpec(_Spec):
+    """Which featuriser preset expands the stored atom/bond properties (see mfray.chem.featurizers)."""
+
+    preset: Literal["default", "paper"] = "default"
+    max_atomic_number: int | None = Field(default=None, ge=1, le=118)
+
+
+class SplitSpec(_Spec):
+    """How the high-fidelity molecules are split into train/valid/test, per seed."""
+
+    kind: Literal["random", "scaffold"] = "random"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seeds: list[int] = [0, 1, 2, 3, 4]
+    fidelity: str | None = None  # which fidelity's molecules are split (default: the highest)
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must be >= 0 and sum to 1 (got {list(v)})")
+        return v
+
+
+#: how repeated measurements of one molecule (same fidelity and target) are combined into one label.
+#: ``mfpcba``: mean over rows of the same source id (PubChem CID), then the most active (max) over
+#: source ids that standardise to the same structure (stereoisomers collapsed), as MF-PCBA does.
+#: ``quarantine``: conflicting values send every row involved to the quarantine table.
+Duplicates = Literal["mean", "median", "max", "min", "first", "mfpcba", "quarantine"]
+
+
+class DatasetSpec(_Spec):
+    """A dataset: its source, fidelities (lowest first), preparation and splits."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    task_type: Literal["regression", "classification"] = "regression"
+    fidelities: list[str] = ["lf", "hf"]
+    duplicates: Duplicates = "quarantine"
+    #: ``structure``: molecules are identified by their standardised structure (rows of different
+    #: files or ids that are the same molecule are joined); ``id``: by the files' id columns.
+    molecule_key: Literal["structure", "id"] = "structure"
+    source: SourceSpec
+    standardize: StandardizeSpec = StandardizeSpec()
+    featurizer: FeaturizerSpec = FeaturizerSpec()
+    split: SplitSpec = SplitSpec()
+    tags: list[str] = []
+    citation: str = ""
+
+    # where the spec was loaded from (not part of the content hash)
+    spec_path: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _fid(self) -> DatasetSpec:
+        if len(set(self.fidelities)) != len(self.fidelities) or not self.fidelities:
+            raise ValueError(f"fidelities must be distinct and non-empty (got {self.fidelities})")
+        if isinstance(self.source, LocalSource):
+            for i, lab in enumerate(self.source.labels):
+                if lab.fidelity not in self.fidelities:
+                    raise ValueError(
+                        f"source.labels[{i}].fidelity = {lab.fidelity!r} is not one of the "
+                        f"fidelities {self.fidelities}"
+                    )
+        if self.split.fidelity is not None and self.split.fidelity not in self.fidelities:
+            raise ValueError(
+                f"split.fidelity = {self.split.fidelity!r} is not one of the fidelities {self.fidelities}"
+            )
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.spec_path).parent if self.spec_path else Path.cwd()
+
+    @property
+    def split_fidelity(self) -> str:
+        return self.split.fidelity or self.fidelities[-1]
+
+    def resolve_path(self, raw: str) -> Path:
+        """Expand ``$VARS`` and ``~``; relative paths are taken from the spec file's folder."""
+        expanded = os.path.expanduser(os.path.expandvars(raw))
+        if "$" in expanded:
+            raise SpecError(
+                f"{self.spec_path or self.name}: path {raw!r} uses an environment variable that is not set"
+            )
+        p = Path(expanded)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def content_hash(self) -> str:
+        return hash_obj(self.model_dump(mode="json"))
+
+
+# ---------------------------------------------------------------- loading
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("local", "mfpcba", "qmugs") and out.endswith("source"):
+            continue  # discriminated-union tag: not a key the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid dataset spec"]
+    for e in err.errors():
+        loc = _format_loc(tuple(e["loc"]))
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  - unknown key {loc!r}")
+        elif kind == "missing":
+            lines.append(f"  - missing required key {loc!r}")
+        else:
+            msg = e["msg"]
+            if kind == "literal_error":
+                expected = e.get("ctx", {}).get("expected", "")
+                msg = f"got {e.get('input')!r}; allowed values: {expected}"
+            elif kind == "union_tag_invalid":
+                msg = f"got {e.get('ctx', {}).get('tag')!r}; allowed kinds: {e.get('ctx', {}).get('expected_tags')}"
+            lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict[str, Any], where: str = "<spec>", spec_path: str | None = None) -> DatasetSpec:
+    try:
+        return DatasetSpec.model_validate({**data, "spec_path": spec_path})
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, where)) from None
+
+
+def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
+    """Load and validate a dataset spec file; every problem is a :class:`SpecError` naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"{p}: dataset spec file does not exist")
+    if p.is_dir():
+        raise SpecError(f"{p}: is a folder, expected a dataset spec (.toml) file")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{p}: not UTF-8 text (byte {e.start}): spec files must be UTF-8 TOML") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{p}: not valid TOML: {e}") from None
+    return parse_spec(data, where=str(p), spec_path=str(p.resolve()))
