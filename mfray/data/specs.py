@@ -124,6 +124,18 @@ class MfpcbaSource(_Spec):
     dr_columns: list[str]
     transform_dr: Literal["pxc50", "minus", "no"]
     cache_dir: str = "$MFRAY_CACHE/pubchem"
+    #: AID -> a pre-downloaded PubChem data table (CSV, optionally .gz) read instead of PUG-REST,
+    #: for offline use; e.g. ``[source.local_tables]`` then ``873 = "$DATA/AID_873_datatable_all.csv"``.
+    local_tables: dict[int, str] = {}
+
+    @model_validator(mode="after")
+    def _local_aids(self) -> MfpcbaSource:
+        extra = sorted(set(self.local_tables) - {self.sd_aid, self.dr_aid})
+        if extra:
+            raise ValueError(
+                f"source.local_tables: AID(s) {extra} are neither sd_aid ({self.sd_aid}) nor dr_aid ({self.dr_aid})"
+            )
+        return self
 
 
 QMUGS_PROPERTIES = (
@@ -139,7 +151,13 @@ class QmugsSource(_Spec):
     kind: Literal["qmugs"] = "qmugs"
     summary_csv: str
     properties: list[str] = list(QMUGS_PROPERTIES)
-    outlier_sd: float | None = 5.0
+    #: per column (GFN2_<P> and DFT_<P> separately), values more than this many standard deviations
+    #: from the column mean (one pass over the whole file) are set to null and counted; null = keep all
+    outlier_sd: float | None = Field(default=5.0, gt=0)
+    #: published split index files (``chembl_id, conf_id`` CSVs, one per fold: train_8K.csv ...
+    #: val_1K.csv, test_1K.csv), a folder or one file; read by ``sources.qmugs.load_qmugs_split_index``.
+    #: null = split with ``[split]`` instead
+    split_index: str | None = None
 
     @field_validator("properties")
     @classmethod

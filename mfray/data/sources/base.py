@@ -92,7 +92,8 @@ SOURCES: Registry[Source] = Registry("data source")
 
 def build_source(spec: DatasetSpec) -> Source:
     """The :class:`Source` for a spec (by ``spec.source.kind``)."""
-    # importing the implementations registers them
-    from mfray.data.sources import local, mfpcba, qmugs  # noqa: F401
+    import importlib
 
+    # each kind lives in the module of the same name; importing it registers it
+    importlib.import_module(f"mfray.data.sources.{spec.source.kind}")
     return SOURCES.get(spec.source.kind)(spec)

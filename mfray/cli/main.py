@@ -1,0 +1,56 @@
+"""The ``mfray`` command line: thin verbs over specs; parameters live in spec files.
+
+Errors in inputs (:class:`mfray.utils.errors.MfrayError`) print one clear message and exit 2;
+nothing else is caught, so a real bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mfray import __version__
+
+
+def _threads() -> None:
+    # one torch/BLAS thread per process unless the user says otherwise: on small shared machines
+    # OpenMP spin-waiting collapses throughput when a core stalls
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mfray.cli import data as data_cmd
+    from mfray.cli import featurize as featurize_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="mfray",
+        description="Multi-fidelity transfer learning on molecules with graph neural networks, on Ray.",
+    )
+    parser.add_argument("--version", action="version", version=f"mfray {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    featurize_cmd.add_parser(sub)
+    data_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _threads()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mfray.utils.errors import MfrayError
+
+    try:
+        return int(args.func(args) or 0)
+    except MfrayError as e:
+        print(f"mfray {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mfray {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

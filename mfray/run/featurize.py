@@ -1,0 +1,199 @@
+"""Featurise a dataset into a graph store, once: Ray Data ``map_batches`` over raw record shards.
+
+Plan: (1) stream the source into raw record shards (driver, constant memory); (2) standardise and
+extract graphs with Ray Data (``executor="ray"``, one CPU per worker) or in this process
+(``executor="local"``); (3) finalise the store (ids, quarantine, duplicates, splits) and write its
+manifest last, atomically: a store either exists complete or not at all, so a killed run leaves no
+half-store behind and a re-run is a cache hit only when the previous run finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow.parquet as pq
+
+from mfray.data.featurize import extractor_for, featurize_table
+from mfray.data.prepare import write_raw
+from mfray.data.sources import build_source
+from mfray.data.specs import DatasetSpec
+from mfray.data.store import MANIFEST, GraphStore, default_root, finalize, store_key
+
+
+@dataclass
+class FeaturizeResult:
+    store: GraphStore
+    cache_hit: bool
+    seconds: float
+
+
+_EXTRACTORS: dict[str, Any] = {}
+
+
+def _featurize_shards(batch: dict[str, Any], spec_json: dict[str, Any], out_dir: str, batch_size: int) -> dict[str, Any]:
+    """Ray Data task: featurise whole raw shards (paths in ``batch["path"]``), write one output file
+    each, and return only their row counts. Data moves through files, not the object store, and
+    each shard is exactly one task, so every worker gets work whatever Ray's read planner would
+    merge. The RDKit pipeline is built once per worker process and reused."""
+    import numpy as np
+    import pyarrow as pa
+
+    from mfray.utils.hashing import hash_obj
+
+    key = hash_obj(spec_json)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = extractor_for(DatasetSpec.model_validate(spec_json))
+    extractor = _EXTRACTORS[key]
+    counts = []
+    for path in batch["path"]:
+        name = Path(str(path)).stem
+        pf = pq.ParquetFile(str(path))
+        parts = [featurize_table(pa.Table.from_batches([b]), extractor) for b in pf.iter_batches(batch_size=batch_size)]
+        out = pa.concat_tables(parts) if parts else None
+        if out is not None:
+            dest = Path(out_dir) / f"{name}.parquet"
+            tmp = dest.with_suffix(".tmp")
+            pq.write_table(out, tmp, compression="lz4")
+            os.replace(tmp, dest)
+        counts.append(out.num_rows if out is not None else 0)
+    return {"path": batch["path"], "rows": np.asarray(counts, dtype=np.int64)}
+
+
+def _progress(enabled: bool, total: int | None, description: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), disable=not enabled, transient=False)
+    return prog
+
+
+def featurize_dataset(
+    spec: DatasetSpec,
+    out_root: str | os.PathLike[str] | None = None,
+    *,
+    executor: Literal["ray", "local"] = "ray",
+    num_workers: int | None = None,
+    batch_size: int = 4096,
+    chunk_rows: int = 16384,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+) -> FeaturizeResult:
+    """Featurise ``spec``'s dataset into ``out_root/<name>/<key>`` unless that store already exists."""
+    t0 = time.perf_counter()
+    root = Path(out_root) if out_root else default_root()
+    source = build_source(spec)
+    fingerprint = source.fingerprint()
+    extractor = extractor_for(spec)
+    key = store_key(spec, fingerprint, extractor.spec())
+    dest = root / spec.name / key
+    if (dest / MANIFEST).exists() and not force:
+        return FeaturizeResult(GraphStore(dest), cache_hit=True, seconds=time.perf_counter() - t0)
+    if hasattr(source, "check_columns"):
+        source.check_columns()  # fail before any work, naming the file and columns
+
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{key}.", dir=root))
+    timings: dict[str, float] = {}
+    try:
+        # 1. source -> raw shards
+        t = time.perf_counter()
+        with _progress(progress, None, "read") as prog:
+            task = prog.add_task(f"reading {spec.name}", total=None)
+            raw_files = write_raw(source, work / "raw", chunk_rows=chunk_rows,
+                                  on_chunk=lambda n: prog.advance(task, n))
+        timings["read"] = round(time.perf_counter() - t, 3)
+        n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in raw_files)
+        log(f"read {n_rows:,} rows from {spec.name} into {len(raw_files)} shard(s)")
+
+        # 2. featurise
+        t = time.perf_counter()
+        feat_dir = work / "featurized"
+        feat_dir.mkdir()
+        if executor == "local" or n_rows == 0:
+            with _progress(progress, n_rows, "featurise") as prog:
+                task = prog.add_task("featurising", total=n_rows)
+                for i, f in enumerate(raw_files):
+                    pf = pq.ParquetFile(f)
+                    for j, batch in enumerate(pf.iter_batches(batch_size=batch_size)):
+                        import pyarrow as pa
+
+                        out = featurize_table(pa.Table.from_batches([batch]), extractor)
+                        pq.write_table(out, feat_dir / f"part-{i:05d}-{j:05d}.parquet", compression="lz4")
+                        prog.advance(task, batch.num_rows)
+        else:
+            _featurize_with_ray(spec, raw_files, feat_dir, num_workers=num_workers, batch_size=batch_size,
+                                progress=progress)
+        timings["featurize"] = round(time.perf_counter() - t, 3)
+        feat_files = sorted(str(p) for p in feat_dir.glob("*.parquet"))
+        if not feat_files:
+            raise RuntimeError("featurisation produced no output files")
+
+        # 3. finalise into a fresh folder, then move it into place
+        staged = work / "store"
+        finalize(feat_files, spec, staged, key=key, extractor_spec=extractor.spec(),
+                 source_fingerprint=fingerprint,
+                 timings={**timings, "executor": executor, "num_workers": num_workers or 0})
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return FeaturizeResult(GraphStore(dest), cache_hit=False, seconds=time.perf_counter() - t0)
+
+
+def _resplit(files: list[str], n: int) -> list[str]:
+    import pyarrow as pa
+
+    tbl = pa.concat_tables([pq.read_table(f) for f in files])
+    out_dir = Path(files[0]).parent
+    for f in files:
+        os.remove(f)
+    step = -(-tbl.num_rows // n)
+    out = []
+    for i in range(n):
+        part = tbl.slice(i * step, step)
+        if part.num_rows:
+            path = out_dir / f"raw-split-{i:05d}.parquet"
+            pq.write_table(part, path)
+            out.append(str(path))
+    return out
+
+
+def _featurize_with_ray(spec: DatasetSpec, raw_files: list[str], feat_dir: Path, *, num_workers: int | None,
+                        batch_size: int, progress: bool) -> None:
+    import logging
+
+    import ray
+
+    from mfray.run.runtime import ensure_ray
+
+    ensure_ray()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.verbose_stats_logs = False
+    if not progress:  # without a terminal Ray Data logs progress lines instead of bars: keep them out
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    n = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if len(raw_files) < n:  # a small dataset: one raw shard per worker so all of them get work
+        raw_files = _resplit(raw_files, n)
+    ds = ray.data.from_items([{"path": f} for f in raw_files], override_num_blocks=len(raw_files))
+    ds = ds.map_batches(
+        _featurize_shards,
+        fn_kwargs={"spec_json": spec.model_dump(mode="json"), "out_dir": str(feat_dir), "batch_size": batch_size},
+        batch_size=1,
+        compute=ray.data.TaskPoolStrategy(size=n),
+        num_cpus=1,
+    )
+    done = ds.take_all()
+    rows = sum(int(r["rows"]) for r in done)
+    expected = sum(pq.ParquetFile(f).metadata.num_rows for f in raw_files)
+    if rows != expected:
+        raise RuntimeError(f"featurisation returned {rows} rows for {expected} raw rows")
