@@ -104,21 +104,28 @@ def iter_file_batches(
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
             yield pa.Table.from_batches([batch])
         return
-    # CSV strings take ~60-100 bytes a row: size blocks to about chunk_rows rows
-    reader = _csv_reader(path, fmt, delimiter, encoding, columns, block_size=max(1 << 20, chunk_rows * 96))
+    try:
+        # CSV strings take ~60-100 bytes a row: size blocks to about chunk_rows rows
+        reader = _csv_reader(path, fmt, delimiter, encoding, columns, block_size=max(1 << 20, chunk_rows * 96))
+    except pa.ArrowInvalid as e:  # the first block is parsed on open
+        _raise_csv_error(e, path, fmt, encoding)
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             return
         except pa.ArrowInvalid as e:
-            if "UTF8" in str(e):
-                raise DataError(
-                    f"{path}: not valid {encoding} text{_find_bad_utf8(path, encoding)}; "
-                    f"re-save it as UTF-8 or set encoding (e.g. 'latin-1') for this file in the spec"
-                ) from None
-            raise DataError(f"{path}: malformed {fmt.upper()}: {e}") from None
+            _raise_csv_error(e, path, fmt, encoding)
         yield pa.Table.from_batches([batch])
+
+
+def _raise_csv_error(e: Exception, path: Path, fmt: str, encoding: str) -> None:
+    if "UTF8" in str(e):
+        raise DataError(
+            f"{path}: not valid {encoding} text{_find_bad_utf8(path, encoding)}; "
+            f"re-save it as UTF-8 or set encoding (e.g. 'latin-1') for this file in the spec"
+        ) from None
+    raise DataError(f"{path}: malformed {fmt.upper()}: {e}") from None
 
 
 # ------------------------------------------------------------------ value parsing

@@ -1,0 +1,45 @@
+# mfray: every target sets up its own environment (.venv) from the pinned lock file first.
+#   make demo   featurise the bundled demo dataset (AID 1445) and print its summary
+#   make test   run the test suite
+#   make bench  run the benchmarks (they read ../shared/data)
+#   make lock   re-resolve requirements.lock from pyproject.toml
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The lock pins torch 2.13.0+cpu. Where a CPU wheel lies on disk (/opt/wheels) it is used; elsewhere
+# the PyTorch CPU index serves it (a plain PyPI torch would pull a multi-GB CUDA build).
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+export MFRAY_CACHE ?= $(CURDIR)/.mfray
+export OMP_NUM_THREADS ?= 1
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: demo test bench lint lock clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip sync --python $(BIN)/python --compile-bytecode $(TORCH_SOURCE) requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/mfray data show aid1445
+	$(BIN)/mfray featurize aid1445
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/featurize_benchmark.py
+
+lint: $(VENV)/.installed
+	$(BIN)/lint-imports
+
+lock: | $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 $(TORCH_SOURCE) -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mfray .pytest_cache

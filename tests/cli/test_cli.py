@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+from mfray.cli.main import main
+
+
+def test_data_list_shows_the_known_specs(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("aid1445", "serine", "mfpcba_1431-873", "qmugs", "az_template"):
+        assert name in out
+    assert main(["data", "list", "--tag", "paper23"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset specs (" in out and "qmugs " not in out
+
+
+def test_data_show(capsys):
+    assert main(["data", "show", "aid1445"]) == 0
+    out = capsys.readouterr().out
+    assert "label hf/DR <- dr['DR']" in out and "seeds [946067" in out and "artifact STEmbeddings (embedding)" in out
+    assert main(["data", "show", "aid1445", "--json"]) == 0
+    assert '"name": "aid1445"' in capsys.readouterr().out
+
+
+def test_featurize_prints_counts_and_then_hits_the_cache(tmp_path, capsys):
+    args = ["featurize", "aid1445", "--out", str(tmp_path), "--local", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "featurised aid1445" in out
+    assert "rows read                655" in out and "rows quarantined           0" in out
+    assert "quarantine.parquet" in out and "bytes/molecule" in out
+    assert main(args) == 0
+    assert "cache hit: aid1445 is already featurised" in capsys.readouterr().out
+
+
+def test_console_script_and_help():
+    out = subprocess.run([sys.executable, "-m", "mfray.cli.main", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "featurize" in out.stdout and "data" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "mfray.cli.main", "featurize"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "DATA_SPEC" in bad.stderr
