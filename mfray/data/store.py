@@ -4,6 +4,7 @@ Layout of one store (``<root>/<dataset>/<key>/``, ``key`` hashing the source con
 standardiser and the graph schema; see :func:`store_key`)::
 
     manifest.json        counts, specs, versions, timings: the store is complete iff this exists
+    spec.toml            the resolved dataset spec it was built from
     graphs/part-*.parquet  one row per molecule: mol_id, n_atoms, per-atom and per-bond property lists
     molecules.parquet    mol_id, smiles (standardised), input_smiles, source_id, n_rows
     labels.parquet       one row per (input row, fidelity, target): the measurements with provenance
@@ -321,7 +322,13 @@ def finalize(
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(out_dir / MANIFEST, manifest)
+    import tomli_w
+
+    (out_dir / "spec.toml").write_text(
+        f"# resolved dataset spec of this store (from {spec.spec_path})\n"
+        + tomli_w.dumps(spec.model_dump(mode="json", exclude_none=True))
+    )
+    write_json_atomic(out_dir / MANIFEST, manifest)  # last: the store is complete iff this exists
     return FinalizeResult(manifest=manifest, path=out_dir)
 
 

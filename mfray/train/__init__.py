@@ -1,1 +1,1 @@
-
+"""Pure-torch training: fit/evaluate loop, early stopping, checkpoints, metrics (no Ray)."""

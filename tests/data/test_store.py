@@ -77,3 +77,12 @@ def test_labels_keep_provenance(demo_store):
     assert set(labels.columns) >= {"mol_id", "fidelity", "target", "value", "file", "file_row", "source_id"}
     dr = demo_store.table("task_labels").filter(pl.col("fidelity") == "hf")["value"]
     assert 3 < dr.mean() < 7  # pXC50
+
+
+def test_store_carries_its_resolved_spec(demo_store, demo_spec):
+    import tomllib
+
+    from mfray.data.specs import parse_spec
+
+    data = tomllib.loads((demo_store.path / "spec.toml").read_text())
+    assert parse_spec(data) == demo_spec.model_copy(update={"spec_path": None})

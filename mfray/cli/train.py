@@ -1,0 +1,173 @@
+"""``mfray train`` / ``mfray pretrain`` / ``mfray embed``: one model in this process (no Ray)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from mfray.cli.common import add_store_root, epoch_progress, format_metrics, open_store
+
+
+def _model_args(p) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--readout", metavar="NAME", help="readout (see `mfray train --list`); default: the strategy's")
+    g.add_argument("--encoder", metavar="NAME", help="gcn (default, supervised VGAE), gin or gine (plain GNNs)")
+    g.add_argument("--hidden-dim", type=int, metavar="N", help="encoder hidden width (default 256)")
+    g.add_argument("--latent-dim", type=int, metavar="N", help="VGAE latent width (default 50)")
+    g.add_argument("--layers", type=int, metavar="N", help="encoder layers (default 3)")
+
+
+def _train_args(p, lr: float, batch: int, epochs: int, patience: int) -> None:
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=epochs, metavar="N", help=f"maximum epochs (default {epochs})")
+    g.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
+    g.add_argument("--batch-size", type=int, default=batch, metavar="N", help=f"default {batch}")
+    g.add_argument("--patience", type=int, default=patience, metavar="N",
+                   help=f"early-stopping patience in epochs, 0 = off (default {patience})")
+    g.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
+
+
+def add_parser(sub) -> None:
+    from mfray.transfer import STRATEGIES
+
+    p = sub.add_parser("train", help="train one high-fidelity model for one split seed",
+                       description="Train one HF model with a transfer strategy; write the resolved config, the "
+                       "best-validation checkpoint, test predictions and metrics to --out.")
+    p.add_argument("spec", metavar="DATA_SPEC", help="dataset spec file or name")
+    p.add_argument("--strategy", required=True, choices=STRATEGIES.names(), help="transfer strategy")
+    p.add_argument("--seed", type=int, help="split seed (default: the spec's first)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/<strategy>/seed<seed>)")
+    p.add_argument("--lf-checkpoint", metavar="CKPT", help="LF model from `mfray pretrain` (predicted_label, hybrid_label, embeddings, tune_*)")
+    p.add_argument("--lf-prediction", metavar="KEY", help="use a stored LF prediction instead (e.g. artifact:STPredSD)")
+    p.add_argument("--lf-embedding", metavar="KEY", help="use a stored LF embedding instead (e.g. artifact:STEmbeddings)")
+    p.add_argument("--freeze", metavar="STAGES", help="comma-separated stages to freeze (encoder,readout,head); default: the strategy's")
+    p.add_argument("--unfreeze-epoch", type=int, metavar="N", help="unfreeze everything at this epoch")
+    _model_args(p)
+    _train_args(p, lr=1e-4, batch=32, epochs=1000, patience=100)
+    p.add_argument("--no-progress", action="store_true")
+    add_store_root(p)
+    p.set_defaults(func=run_train)
+
+    q = sub.add_parser("pretrain", help="train a low-fidelity supervised VGAE (one process)",
+                       description="Pretrain an LF model on a dataset's low-fidelity labels; writes lf.ckpt.")
+    q.add_argument("spec", metavar="DATA_SPEC")
+    q.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/lf_<readout>)")
+    q.add_argument("--max-molecules", type=int, metavar="N", help="pretrain on a seeded subsample")
+    q.add_argument("--seed", type=int, default=0)
+    _model_args(q)
+    _train_args(q, lr=5e-5, batch=512, epochs=10, patience=0)
+    q.add_argument("--no-progress", action="store_true")
+    add_store_root(q)
+    q.set_defaults(func=run_pretrain)
+
+    e = sub.add_parser("embed", help="write an LF model's predictions and embeddings per molecule",
+                       description="Batch inference with an LF checkpoint over a dataset's molecules; writes Parquet "
+                       "(mol_id, prediction, embedding as fixed_size_list<float32>).")
+    e.add_argument("checkpoint", metavar="CHECKPOINT")
+    e.add_argument("spec", metavar="DATA_SPEC")
+    e.add_argument("--out", metavar="FILE", required=True)
+    e.add_argument("--fidelity", metavar="NAME", help="only molecules labelled at this fidelity (default: all)")
+    add_store_root(e)
+    e.set_defaults(func=run_embed)
+
+
+def _model_overrides(args) -> dict:
+    out = {}
+    for a, k in (("encoder", "encoder"), ("hidden_dim", "hidden_dim"), ("latent_dim", "latent_dim"), ("layers", "num_layers")):
+        v = getattr(args, a, None)
+        if v is not None:
+            out[k] = v
+    if out.get("encoder") and out["encoder"] != "gcn":
+        out["vgae"] = False
+    return out
+
+
+def _train_config(args, seed: int):
+    from mfray.train.loop import TrainConfig
+
+    return TrainConfig(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
+                       seed=seed, num_threads=args.threads, unfreeze_epoch=getattr(args, "unfreeze_epoch", None))
+
+
+def _write_config(path: Path, obj: dict) -> None:
+    import tomli_w
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items() if x is not None}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    path.write_text(tomli_w.dumps(clean(obj)))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mfray.data.tasks import load_task
+    from mfray.train.task import HFRunConfig, train_hf
+
+    spec, store = open_store(args.spec, args.store_root)
+    seed = args.seed if args.seed is not None else spec.split.seeds[0]
+    task = load_task(store, seed)
+    cfg = HFRunConfig(strategy=args.strategy, readout=args.readout, model=_model_overrides(args),
+                      train=_train_config(args, seed), lf_checkpoint=args.lf_checkpoint,
+                      lf_prediction=args.lf_prediction, lf_embedding=args.lf_embedding,
+                      freeze=[s for s in args.freeze.split(",") if s] if args.freeze is not None else None)
+    out = Path(args.out or Path("runs") / spec.name / args.strategy / f"seed{seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress and sys.stderr.isatty()
+    print(f"{task.name}: {len(task.train)} train / {len(task.valid)} valid / {len(task.test)} test molecules, "
+          f"seed {seed}, strategy {args.strategy}", file=sys.stderr)
+    with epoch_progress(cfg.train.max_epochs, f"train {args.strategy}", progress) as cb:
+        res = train_hf(task, cfg, out, on_epoch=cb)
+    _write_config(out / "config.toml", {
+        "dataset": {"name": spec.name, "spec_path": spec.spec_path, "store": str(store.path), "seed": seed,
+                    "targets": task.targets, "fidelity": task.fidelity},
+        "strategy": {"name": args.strategy, "lf_checkpoint": args.lf_checkpoint, "lf_prediction": args.lf_prediction,
+                     "lf_embedding": args.lf_embedding, "freeze": cfg.freeze},
+        "model": res.model_spec.model_dump(mode="json"),
+        "train": asdict(cfg.train),
+    })
+    print(f"{args.strategy} on {task.name} (seed {seed}): best epoch {res.fit.best_epoch} of {res.fit.epochs_run}, "
+          f"{res.n_trainable:,}/{res.n_params:,} trainable parameters, {res.fit.seconds:.0f} s")
+    print(format_metrics(res.metrics))
+    print(f"wrote {out}/: config.toml best.ckpt predictions.parquet metrics.json history.json")
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from mfray.train.task import LFRunConfig, pretrain_lf
+
+    spec, store = open_store(args.spec, args.store_root)
+    readout = args.readout or "set_transformer"
+    cfg = LFRunConfig(readout=readout, model=_model_overrides(args), train=_train_config(args, args.seed),
+                      max_molecules=args.max_molecules)
+    out = Path(args.out or Path("runs") / spec.name / f"lf_{readout}")
+    progress = not args.no_progress and sys.stderr.isatty()
+    with epoch_progress(cfg.train.max_epochs, f"pretrain {readout}", progress) as cb:
+        path, res = pretrain_lf(store, cfg, out, on_epoch=cb)
+    _write_config(out / "config.toml", {"dataset": {"name": spec.name, "store": str(store.path)}, "readout": readout,
+                                        "model": _model_overrides(args), "train": asdict(replace(cfg.train)),
+                                        "max_molecules": args.max_molecules})
+    last = res.history[-1]
+    print(f"pretrained {readout} LF model on {spec.name}: {res.epochs_run} epochs, best epoch {res.best_epoch}, "
+          f"valid MSE (scaled) {res.best_valid_loss:.4f}, last train loss {last.train_loss:.4f}, {res.seconds:.0f} s")
+    print(f"wrote {path}")
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from mfray.train.task import embed_store, write_embeddings
+
+    spec, store = open_store(args.spec, args.store_root)
+    ids = None
+    if args.fidelity:
+        ids = store.table("task_labels").filter(pl.col("fidelity") == args.fidelity)["mol_id"].unique().sort().to_numpy()
+    table = embed_store(args.checkpoint, store, ids)
+    write_embeddings(table, args.out)
+    print(f"wrote {table.num_rows:,} molecules ({table.schema.field('embedding').type}) to {args.out}")
+    return 0

@@ -1,0 +1,38 @@
+"""ModelSpec: everything needed to rebuild a model, carried inside its checkpoint.
+
+Widths are derived, never typed: the node/edge input widths come from the featuriser preset, the
+head input from the readout's ``out_dim`` plus the augmentation width ``aux_dim``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelSpec(BaseModel):
+    """A multi-fidelity GNN: featuriser -> encoder (supervised VGAE or plain GNN) -> readout -> head.
+
+    Defaults follow the paper's HF model (METHOD.md sections 3-5): GCN supervised VGAE with 3 x 256
+    hidden layers and 50-d latents, sum||mean||max readout (150-d), MLP head with 256 hidden units.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    featurizer: Literal["default", "paper"] = "default"
+    max_atomic_number: int | None = Field(default=None, ge=1, le=118)
+    encoder: str = "gcn"
+    hidden_dim: int = Field(default=256, ge=1)
+    num_layers: int = Field(default=3, ge=1)
+    vgae: bool = True
+    latent_dim: int = Field(default=50, ge=1)
+    encoder_kwargs: dict[str, Any] = {}
+    readout: str = "sum_mean_max"
+    readout_kwargs: dict[str, Any] = {}
+    head: str = "mlp"
+    head_hidden_dim: int = Field(default=256, ge=1)
+    head_kwargs: dict[str, Any] = {}
+    n_targets: int = Field(default=1, ge=1)
+    aux_dim: int = Field(default=0, ge=0)
+    task_type: Literal["regression", "classification"] = "regression"

@@ -1,0 +1,62 @@
+"""In-memory graph datasets for training: graph rows + targets + augmentation, batched on the fly.
+
+Rows stay as small-integer Arrow lists; each batch is collated with one vectorised call, so an epoch
+over 10^5 molecules never materialises per-molecule Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch_geometric.data import Batch
+
+from mfray.chem.featurizers import AtomFeaturizer, BondFeaturizer
+from mfray.data.collate import collate_graphs
+
+
+@dataclass
+class GraphDataset:
+    """Graph rows aligned with targets ``y`` [n, T] (scaled, NaN = missing) and ``aux`` [n, A] or None."""
+
+    rows: pa.Table
+    y: np.ndarray | None
+    aux: np.ndarray | None
+    atom_featurizer: AtomFeaturizer
+    bond_featurizer: BondFeaturizer
+
+    def __post_init__(self) -> None:
+        n = self.rows.num_rows
+        for name, arr in (("y", self.y), ("aux", self.aux)):
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} rows for {n} graphs")
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    @property
+    def mol_ids(self) -> np.ndarray:
+        return self.rows.column("mol_id").to_numpy()
+
+    def batch(self, idx: np.ndarray) -> tuple[Batch, torch.Tensor | None, torch.Tensor | None]:
+        rows = self.rows.take(pa.array(idx, pa.int64()))
+        g = collate_graphs(rows, self.atom_featurizer, self.bond_featurizer)
+        y = torch.from_numpy(self.y[idx]) if self.y is not None else None
+        aux = torch.from_numpy(self.aux[idx]) if self.aux is not None else None
+        return g, y, aux
+
+    def batches(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
+                drop_last_single: bool = True) -> Iterator[tuple[Batch, torch.Tensor | None, torch.Tensor | None]]:
+        """Yield batches; with ``shuffle`` a permutation from ``rng``. A trailing batch of one graph is
+        merged into the previous one in training (BatchNorm cannot normalise a single sample)."""
+        n = len(self)
+        order = (rng or np.random.default_rng()).permutation(n) if shuffle else np.arange(n)
+        starts = list(range(0, n, batch_size))
+        if drop_last_single and len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        for i, s in enumerate(starts):
+            e = starts[i + 1] if i + 1 < len(starts) else n
+            yield self.batch(order[s:e])
