@@ -1,0 +1,634 @@
+"""Aggregate the results table into paper tables and figures (Polars + SciPy; no torch, no ray).
+
+Vocabulary:
+
+- a *unit* is one (task, setting): what a column of a paper table is. Its label is the task name,
+  with ``[setting]`` appended when a study has both settings.
+- a *method* is one (strategy, model, readout): what a row is. Its label is the strategy name, with
+  ``[model]`` when that strategy was run with several models and ``[readout]`` when the study has
+  several readouts (``base[rf]``, ``label[st]``, ``base[gnn/st]``).
+- the *base* of a method in a unit is the ``base``-strategy method of the same unit with the same
+  model and readout; else the same model; else the unit's only base method; else none.
+- *change* is signed so that positive is better: ``method - base`` for higher-is-better metrics
+  (r2, pearson, auroc, ...), ``base - method`` for lower-is-better ones (:data:`LOWER_IS_BETTER`).
+  ``change_pct`` is ``100 * change / |base mean|``.
+- std is the sample standard deviation over split seeds (``ddof=1``; pass ``ddof=0`` for the
+  population form that ``mfray baseline`` prints).
+
+METHOD.md section 6: the ``lf_linear`` floor (a line fitted on the measured LF label only) is placed
+directly before the label strategies in every table, and the change table counts in how many tasks
+each label strategy beats it.
+
+If the store holds several runs of the same (task, setting, method, split seed) with different
+configs (a study re-run after a change), only the latest-finished run counts (:func:`latest_runs`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import polars as pl
+
+from mfray.results.record import ResultsError
+
+if TYPE_CHECKING:
+    from mfray.results.store import ResultsStore
+
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "loss", "nll", "logloss", "brier"})
+DEFAULT_METRICS = ("r2", "mae")
+FLOOR = "lf_linear"
+LABEL_STRATEGIES = ("label", "hybrid_label", "predicted_label")
+# row order of every table: base, the lf_linear floor right before the label strategies, then the rest
+STRATEGY_ORDER = ("base", FLOOR, *LABEL_STRATEGIES, "embeddings", "tune_vgae", "tune_readout")
+UNIT_KEYS = ("task", "setting")
+METHOD_KEYS = ("strategy", "model", "readout")
+RUN_KEYS = ("study", *UNIT_KEYS, *METHOD_KEYS, "split_seed")
+SEED_TESTS = {"ttest": "paired t-test", "wilcoxon": "Wilcoxon signed-rank"}
+Format = Literal["md", "latex", "csv"]
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.lower() not in LOWER_IS_BETTER
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def latest_runs(df: pl.DataFrame) -> pl.DataFrame:
+    """Keep, per (study, task, setting, strategy, model, readout, split_seed), the latest-finished run."""
+    if df.is_empty():
+        return df
+    runs = (df.group_by("run_key").agg(pl.col(k).first() for k in (*RUN_KEYS, "finished_at"))
+            .sort(["finished_at", "run_key"], nulls_last=False)
+            .unique(subset=list(RUN_KEYS), keep="last"))
+    return df.filter(pl.col("run_key").is_in(runs["run_key"].implode()))
+
+
+def _label_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """Add ``unit`` and ``method`` label columns (see the module docstring)."""
+    several_settings = df["setting"].n_unique() > 1
+    several_readouts = df["readout"].drop_nulls().n_unique() > 1
+    models_per_strategy = df.group_by("strategy").agg(pl.col("model").n_unique().alias("_nm"))
+    df = df.join(models_per_strategy, on="strategy", how="left")
+    extra = []
+    model_part = pl.when((pl.col("_nm") > 1) & (pl.col("model") != pl.col("strategy"))).then(pl.col("model"))
+    extra.append(model_part)
+    if several_readouts:
+        extra.append(pl.col("readout"))
+    inner = pl.concat_str(extra, separator="/", ignore_nulls=True)
+    method = (pl.when(inner.str.len_chars() > 0)
+              .then(pl.concat_str([pl.col("strategy"), pl.lit("["), inner, pl.lit("]")]))
+              .otherwise(pl.col("strategy")))
+    unit = (pl.concat_str([pl.col("task"), pl.lit(" ["), pl.col("setting"), pl.lit("]")])
+            if several_settings else pl.col("task"))
+    return df.with_columns(method=method, unit=unit).drop("_nm")
+
+
+def _method_sort_key(strategy: str, model: str | None, readout: str | None) -> tuple:
+    i = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+    return (i, strategy, model or "", readout or "")
+
+
+def _ordered(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sort by unit, then method in :data:`STRATEGY_ORDER`."""
+    if frame.is_empty():
+        return frame
+    keys = {m: _method_sort_key(s, mo, r)
+            for m, s, mo, r in frame.select("method", *METHOD_KEYS).unique().iter_rows()}
+    order = {m: i for i, m in enumerate(sorted(keys, key=keys.__getitem__))}
+    return (frame.with_columns(_o=pl.col("method").replace_strict(order, return_dtype=pl.Int64))
+            .sort(["unit", "_o"]).drop("_o"))
+
+
+def _metric_rows(df: pl.DataFrame, metric: str, fold: str) -> pl.DataFrame:
+    rows = df.filter((pl.col("metric") == metric) & (pl.col("fold") == fold))
+    if rows.is_empty():
+        have = sorted(df.filter(pl.col("fold") == fold)["metric"].unique().to_list())
+        folds = sorted(df["fold"].unique().to_list())
+        raise ResultsError(f"no {fold!r} values of metric {metric!r}; metrics of fold {fold!r}: "
+                           f"{', '.join(have) or 'none'} (folds: {', '.join(folds) or 'none'})")
+    return _label_frame(latest_runs(rows))
+
+
+def _values(df: pl.DataFrame, metric: str, fold: str) -> pl.DataFrame:
+    """Per-seed values: unit, method, keys, split_seed, value (NaN -> null)."""
+    rows = _metric_rows(df, metric, fold)
+    return rows.select("unit", *UNIT_KEYS, "method", *METHOD_KEYS, "split_seed",
+                       pl.col("value").fill_nan(None), pl.lit(metric).alias("metric"))
+
+
+def summarize(df: pl.DataFrame, metric: str, fold: str = "test", ddof: int = 1) -> pl.DataFrame:
+    """Mean and std over split seeds per (task, setting, method).
+
+    Returns columns ``metric, unit, task, setting, method, strategy, model, readout, n_seeds, mean,
+    std`` (std null with one seed), ordered by unit then :data:`STRATEGY_ORDER`. NaN values (an
+    undefined R2 on a constant fold) are left out of the mean and not counted in ``n_seeds``.
+    """
+    vals = _values(df, metric, fold)
+    out = (vals.group_by("unit", *UNIT_KEYS, "method", *METHOD_KEYS)
+           .agg(n_seeds=pl.col("value").count(), mean=pl.col("value").mean(),
+                std=pl.col("value").std(ddof=ddof))
+           .with_columns(pl.lit(metric).alias("metric")))
+    out = out.select("metric", "unit", *UNIT_KEYS, "method", *METHOD_KEYS, "n_seeds", "mean", "std")
+    return _ordered(out)
+
+
+def _base_map(methods: pl.DataFrame, base: str) -> dict[tuple[str, str], str | None]:
+    """(unit, method) -> the base method of that unit (see the module docstring)."""
+    by_unit: dict[str, list[dict]] = defaultdict(list)
+    for r in methods.select("unit", "method", *METHOD_KEYS).unique().iter_rows(named=True):
+        by_unit[r["unit"]].append(r)
+    out: dict[tuple[str, str], str | None] = {}
+    for unit, rows in by_unit.items():
+        bases = [r for r in rows if r["strategy"] == base]
+        for r in rows:
+            if r["strategy"] == base:
+                out[(unit, r["method"])] = r["method"]
+                continue
+            pick = ([b for b in bases if b["model"] == r["model"] and b["readout"] == r["readout"]]
+                    or [b for b in bases if b["model"] == r["model"]])
+            if len(pick) != 1:
+                pick = bases if len(bases) == 1 else []
+            out[(unit, r["method"])] = pick[0]["method"] if pick else None
+    return out
+
+
+def _floor_map(methods: pl.DataFrame) -> dict[str, str]:
+    """unit -> the lf_linear method of that unit (when there is exactly one)."""
+    floors: dict[str, list[str]] = defaultdict(list)
+    for unit, method, strategy, model in methods.select("unit", "method", "strategy", "model").unique().iter_rows():
+        if FLOOR in (strategy, model):
+            floors[unit].append(method)
+    return {u: ms[0] for u, ms in floors.items() if len(ms) == 1}
+
+
+def compare_to_base(summary: pl.DataFrame, base: str = "base") -> pl.DataFrame:
+    """Add the change of every method over its base in the same unit (positive = better).
+
+    Adds ``base_method, base_mean, change, change_pct`` and, for label strategies where the unit has
+    an ``lf_linear`` floor, ``floor_mean, change_vs_floor`` (positive = the strategy beats the floor).
+    """
+    if summary.is_empty():
+        return summary.with_columns(base_method=pl.lit(None, pl.String), base_mean=pl.lit(None, pl.Float64),
+                                    change=pl.lit(None, pl.Float64), change_pct=pl.lit(None, pl.Float64),
+                                    floor_mean=pl.lit(None, pl.Float64), change_vs_floor=pl.lit(None, pl.Float64))
+    sign = 1.0 if higher_is_better(summary["metric"][0]) else -1.0
+    bmap = _base_map(summary, base)
+    fmap = _floor_map(summary)
+    means = {(u, m): v for u, m, v in summary.select("unit", "method", "mean").iter_rows()}
+    base_method = [bmap.get((u, m)) for u, m in summary.select("unit", "method").iter_rows()]
+    floor_method = [fmap.get(u) if s in LABEL_STRATEGIES else None
+                    for u, s in summary.select("unit", "strategy").iter_rows()]
+    out = summary.with_columns(
+        base_method=pl.Series(base_method, dtype=pl.String),
+        base_mean=pl.Series([means.get((u, b)) if b else None
+                             for u, b in zip(summary["unit"], base_method, strict=True)], dtype=pl.Float64),
+        floor_mean=pl.Series([means.get((u, f)) if f else None
+                              for u, f in zip(summary["unit"], floor_method, strict=True)], dtype=pl.Float64),
+    )
+    change = (pl.col("mean") - pl.col("base_mean")) * sign + 0.0  # + 0.0: no "-0.000" for a base itself
+    return out.with_columns(
+        change=change,
+        change_pct=pl.when(pl.col("base_mean").abs() > 0).then(100.0 * change / pl.col("base_mean").abs()),
+        change_vs_floor=(pl.col("mean") - pl.col("floor_mean")) * sign,
+    ).select(*summary.columns, "base_method", "base_mean", "change", "change_pct", "floor_mean", "change_vs_floor")
+
+
+def with_ranks(summary: pl.DataFrame) -> pl.DataFrame:
+    """Add ``rank``: 1 = best mean within the unit, ties share the average rank; null mean -> null rank."""
+    if summary.is_empty():
+        return summary.with_columns(rank=pl.lit(None, pl.Float64))
+    desc = higher_is_better(summary["metric"][0])
+    return summary.with_columns(rank=pl.col("mean").fill_nan(None).rank("average", descending=desc)
+                                .over("unit").cast(pl.Float64))
+
+
+def rank(summary: pl.DataFrame) -> pl.DataFrame:
+    """Average rank per method across units: ``method, mean_rank, n_tasks, n_best``.
+
+    A method is ranked only among the methods present in a unit; ``n_tasks`` says over how many
+    units its mean rank is taken (compare methods with the same ``n_tasks``).
+    """
+    ranked = with_ranks(summary).filter(pl.col("rank").is_not_null())
+    out = (ranked.group_by("method", *METHOD_KEYS)
+           .agg(mean_rank=pl.col("rank").mean(), n_tasks=pl.len().cast(pl.Int64),
+                n_best=(pl.col("rank") <= 1.0).sum().cast(pl.Int64))
+           .with_columns(unit=pl.lit("")))
+    return _ordered(out).drop("unit")
+
+
+def _paired(x: np.ndarray, y: np.ndarray, test: str) -> tuple[float | None, float | None, str | None]:
+    """(statistic, two-sided p, note) of a paired test of x against y; identical pairs -> (0, 1)."""
+    from scipy import stats
+
+    d = x - y
+    if np.all(d == 0):
+        return 0.0, 1.0, None
+    if test == "ttest" and np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):
+        return None, None, "n/a: constant difference (zero variance), t undefined"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if test == "wilcoxon":
+            res = stats.wilcoxon(x, y)
+        else:
+            res = stats.ttest_rel(x, y)
+    stat, p = float(res.statistic), float(res.pvalue)
+    return (None if math.isnan(stat) else stat), (None if math.isnan(p) else p), None
+
+
+def _test_row(metric, scope, method, base_method, unit, test, x, y, sign, min_n=2) -> dict:
+    n = len(x)
+    d = (x - y) * sign
+    row = {"metric": metric, "scope": scope, "method": method, "base_method": base_method, "unit": unit,
+           "test": SEED_TESTS[test], "n": n, "mean_change": float(d.mean()) if n else None,
+           "wins": int((d > 0).sum()), "ties": int((d == 0).sum()), "losses": int((d < 0).sum()),
+           "statistic": None, "p_value": None, "note": None}
+    if n < min_n:
+        row["note"] = f"n/a: {n} paired {'task' if scope == 'tasks' else 'seed'}{'' if n == 1 else 's'} (< {min_n})"
+        return row
+    row["statistic"], row["p_value"], row["note"] = _paired(x, y, test)
+    return row
+
+
+_TEST_SCHEMA = {"metric": pl.String, "scope": pl.String, "method": pl.String, "base_method": pl.String,
+                "unit": pl.String, "test": pl.String, "n": pl.Int64, "mean_change": pl.Float64, "wins": pl.Int64,
+                "ties": pl.Int64, "losses": pl.Int64, "statistic": pl.Float64, "p_value": pl.Float64,
+                "note": pl.String}
+
+
+def paired_tests(df: pl.DataFrame, metric: str, fold: str = "test", base: str = "base",
+                 seed_test: Literal["ttest", "wilcoxon"] = "ttest") -> pl.DataFrame:
+    """Paired tests of every method against its base, two-sided.
+
+    - ``scope="tasks"``: Wilcoxon signed-rank (``scipy.stats.wilcoxon(method_means, base_means)``)
+      over the per-unit means of the units where both exist; fewer than 2 pairs -> ``p_value`` null
+      and ``note`` "n/a: ...". With 5 or fewer tasks no difference can reach p < 0.05.
+    - ``scope="seeds"``: per unit, paired over split seeds present for both: ``scipy.stats.ttest_rel``
+      (``seed_test="ttest"``, default) or ``scipy.stats.wilcoxon``. The ``test`` column names it.
+
+    ``mean_change``, ``wins/ties/losses`` are signed so that positive/win = better than base.
+    """
+    if seed_test not in SEED_TESTS:
+        raise ResultsError(f"seed_test {seed_test!r} is not one of {', '.join(SEED_TESTS)}")
+    vals = _values(df, metric, fold)
+    summary = summarize(df, metric, fold)
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    bmap = _base_map(summary, base)
+    methods = summary["method"].unique(maintain_order=True).to_list()
+    units = summary["unit"].unique(maintain_order=True).to_list()
+    per_seed = {(u, m): dict(zip(g["split_seed"].to_list(), g["value"].to_list(), strict=True))
+                for (u, m), g in vals.group_by("unit", "method")}
+    means = {(u, m): v for u, m, v in summary.select("unit", "method", "mean").iter_rows()}
+    rows = []
+    for m in methods:
+        pairs = [(means[(u, m)], means[(u, bmap[(u, m)])]) for u in units
+                 if (u, m) in means and bmap.get((u, m)) not in (None, m)
+                 and means[(u, m)] is not None and means.get((u, bmap[(u, m)])) is not None]
+        bases = sorted({bmap[(u, m)] for u in units if bmap.get((u, m)) not in (None, m)})
+        if not bases:
+            continue
+        x = np.array([p[0] for p in pairs], dtype=float)
+        y = np.array([p[1] for p in pairs], dtype=float)
+        rows.append(_test_row(metric, "tasks", m, ",".join(bases), None, "wilcoxon", x, y, sign))
+    for u in units:
+        for m in methods:
+            b = bmap.get((u, m))
+            if (u, m) not in per_seed or b in (None, m):
+                continue
+            xs, ys = per_seed[(u, m)], per_seed.get((u, b), {})
+            seeds = sorted(s for s in xs if s in ys and xs[s] is not None and ys[s] is not None)
+            x = np.array([xs[s] for s in seeds], dtype=float)
+            y = np.array([ys[s] for s in seeds], dtype=float)
+            rows.append(_test_row(metric, "seeds", m, b, u, seed_test, x, y, sign))
+    return pl.DataFrame(rows, schema=_TEST_SCHEMA)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    """A rendered-to-be table: string cells, a title, notes and cells to set in bold."""
+
+    frame: pl.DataFrame
+    title: str = ""
+    notes: list[str] = field(default_factory=list)
+    bold: set[tuple[int, str]] = field(default_factory=set)  # (row index, column name)
+
+
+def _f(x: float | None, digits: int, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+_LATEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+              "±": r"$\pm$", "–": "--", "<": r"$<$", ">": r"$>$"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_LATEX_ESC.get(c, c) for c in s)
+
+
+def render(table: Table | pl.DataFrame, fmt: Format = "md") -> str:
+    """Render a table as Markdown (pipe table), LaTeX (booktabs ``table``) or CSV (no title/notes)."""
+    t = table if isinstance(table, Table) else Table(table)
+    frame = t.frame
+    if fmt == "csv":
+        return frame.write_csv()
+    cols = frame.columns
+    cells = [["" if v is None else str(v) for v in row] for row in frame.iter_rows()]
+    if fmt == "md":
+        def cell(i: int, c: str, s: str) -> str:
+            s = _md_cell(s)
+            return f"**{s}**" if (i, c) in t.bold and s else s
+        lines = [f"### {t.title}", ""] if t.title else []
+        lines.append("| " + " | ".join(_md_cell(c) for c in cols) + " |")
+        lines.append("|" + "|".join(":---" if j == 0 else "---:" for j in range(len(cols))) + "|")
+        for i, row in enumerate(cells):
+            lines.append("| " + " | ".join(cell(i, c, s) for c, s in zip(cols, row, strict=True)) + " |")
+        if t.notes:
+            lines.append("")
+            lines.extend(f"- {n}" for n in t.notes)
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+        def cell(i: int, c: str, s: str) -> str:
+            s = _tex(s)
+            return rf"\textbf{{{s}}}" if (i, c) in t.bold and s else s
+        lines = [r"\begin{table}[t]", r"\centering"]
+        if t.title:
+            lines.append(rf"\caption{{{_tex(t.title)}}}")
+        lines += [r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", r"\toprule",
+                  " & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
+        for i, row in enumerate(cells):
+            lines.append(" & ".join(cell(i, c, s) for c, s in zip(cols, row, strict=True)) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        if t.notes:
+            lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(_tex(n) for n in t.notes) + "}")
+        lines.append(r"\end{table}")
+        return "\n".join(lines) + "\n"
+    raise ResultsError(f"unknown table format {fmt!r}: use md, latex or csv")
+
+
+def _grid(rows: list[str], cols: list[str], first: str, value) -> pl.DataFrame:
+    data = {first: rows} | {c: [value(r, c) for r in rows] for c in cols}
+    return pl.DataFrame(data, schema={k: pl.String for k in data})
+
+
+def metric_table(summary: pl.DataFrame, ranks: pl.DataFrame, fold: str, digits: int = 3, ddof: int = 1) -> Table:
+    """Methods x tasks, cells ``mean ± std``; best mean per task in bold; average rank column."""
+    metric = summary["metric"][0]
+    hib = higher_is_better(metric)
+    units = summary["unit"].unique(maintain_order=True).to_list()
+    methods = _ordered(summary)["method"].unique(maintain_order=True).to_list()
+    cell = {(r["unit"], r["method"]): r for r in summary.iter_rows(named=True)}
+    n_common = summary["n_seeds"].mode().sort()[-1] if summary.height else 0
+
+    def fmt(m: str, u: str) -> str:
+        r = cell.get((u, m))
+        if r is None or r["mean"] is None:
+            return ""
+        s = _f(r["mean"], digits) + (f" ± {_f(r['std'], digits)}" if r["std"] is not None else "")
+        return s + (f" (n={r['n_seeds']})" if r["n_seeds"] != n_common else "")
+
+    frame = _grid(methods, units, "method", fmt)
+    rk = {m: r for m, r in zip(ranks["method"], ranks.iter_rows(named=True), strict=True)}
+    frame = frame.with_columns(pl.Series("avg rank", [
+        _f(rk[m]["mean_rank"], 2) + ("" if rk[m]["n_tasks"] == len(units) else f" ({rk[m]['n_tasks']})")
+        if m in rk else "" for m in methods]))
+    bold = set()
+    for u in units:
+        vals = [(cell[(u, m)]["mean"], i) for i, m in enumerate(methods)
+                if (u, m) in cell and cell[(u, m)]["mean"] is not None and not math.isnan(cell[(u, m)]["mean"])]
+        if vals:
+            best = max(v for v, _ in vals) if hib else min(v for v, _ in vals)
+            bold |= {(i, u) for v, i in vals if v == best}
+    notes = [f"{metric} on the {fold} fold, mean ± std over {n_common} split seeds "
+             f"(std with ddof={ddof}); {'higher' if hib else 'lower'} is better; best per task in bold.",
+             "avg rank: rank of the method's mean within each task (1 = best), averaged over tasks "
+             "(in brackets: over how many tasks, when not all)."]
+    if any(FLOOR in (s, mo) for s, mo in summary.select("strategy", "model").iter_rows()):
+        notes.append(f"{FLOOR}: a straight line fitted on the measured LF label alone (no structure), the floor "
+                     "a label strategy must beat to have learned anything from the molecules.")
+    return Table(frame, f"{metric} ({fold}) by task", notes, bold)
+
+
+def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) -> Table:
+    """Methods x tasks, cells ``change (change %)`` over base; mean change, Wilcoxon p across tasks, floor wins."""
+    metric = changes["metric"][0]
+    units = changes["unit"].unique(maintain_order=True).to_list()
+    rows = changes.filter(pl.col("base_method").is_not_null() & (pl.col("method") != pl.col("base_method")))
+    methods = _ordered(rows)["method"].unique(maintain_order=True).to_list()
+    cell = {(r["unit"], r["method"]): r for r in rows.iter_rows(named=True)}
+
+    def fmt(m: str, u: str) -> str:
+        r = cell.get((u, m))
+        if r is None or r["change"] is None:
+            return ""
+        pct = f" ({_f(r['change_pct'], 1, signed=True)}%)" if r["change_pct"] is not None else ""
+        return _f(r["change"], digits, signed=True) + pct
+
+    frame = _grid(methods, units, "method", fmt)
+    across = {r["method"]: r for r in tests.filter(pl.col("scope") == "tasks").iter_rows(named=True)}
+    mean_change = {m: g["change"].mean() for (m,), g in rows.group_by("method")}
+    mean_pct = {m: g["change_pct"].mean() for (m,), g in rows.group_by("method")}
+    floor_col = []
+    for m in methods:
+        fr = rows.filter((pl.col("method") == m) & pl.col("change_vs_floor").is_not_null())
+        floor_col.append(f"{(fr['change_vs_floor'] > 0).sum()}/{fr.height}" if fr.height else "")
+    frame = frame.with_columns(
+        pl.Series("mean change", [_f(mean_change.get(m), digits, signed=True)
+                                  + (f" ({_f(mean_pct[m], 1, signed=True)}%)" if mean_pct.get(m) is not None else "")
+                                  for m in methods], dtype=pl.String),
+        pl.Series("W/T/L", [f"{across[m]['wins']}/{across[m]['ties']}/{across[m]['losses']}" if m in across else ""
+                            for m in methods], dtype=pl.String),
+        pl.Series("p (Wilcoxon, tasks)", [_p(across[m]["p_value"]) if m in across else "n/a" for m in methods],
+                  dtype=pl.String),
+    )
+    notes = [f"change of {metric} over the base strategy of the same task, signed so that positive = better "
+             f"(relative change in brackets, % of |base|). W/T/L: tasks better/equal/worse than base.",
+             "p: two-sided Wilcoxon signed-rank test over per-task means (scipy.stats.wilcoxon); n/a with "
+             "fewer than 2 tasks; with 5 or fewer tasks it cannot fall below 0.05."]
+    if any(floor_col):
+        frame = frame.with_columns(pl.Series(f"beats {FLOOR}", floor_col, dtype=pl.String))
+        notes.append(f"beats {FLOOR}: tasks where the label strategy's mean is better than the {FLOOR} floor.")
+    return Table(frame, f"{metric}: change over base", notes)
+
+
+def seed_test_table(tests: pl.DataFrame, digits: int = 3) -> Table:
+    """One row per (task, method): paired test over split seeds against base."""
+    t = tests.filter(pl.col("scope") == "seeds")
+    test_name = t["test"][0] if t.height else SEED_TESTS["ttest"]
+    frame = pl.DataFrame({
+        "task": t["unit"].to_list(),
+        "method": t["method"].to_list(),
+        "vs": t["base_method"].to_list(),
+        "seeds": [str(n) for n in t["n"].to_list()],
+        "mean change": [_f(x, digits, signed=True) for x in t["mean_change"].to_list()],
+        "W/T/L": [f"{w}/{ti}/{lo}" for w, ti, lo in t.select("wins", "ties", "losses").iter_rows()],
+        "p": [_p(p) for p in t["p_value"].to_list()],
+    }, schema={c: pl.String for c in ("task", "method", "vs", "seeds", "mean change", "W/T/L", "p")})
+    metric = tests["metric"][0] if tests.height else ""
+    notes = [f"two-sided {test_name} over split seeds paired by seed, per task; positive change / W = better "
+             "than base; n/a with fewer than 2 paired seeds."]
+    return Table(frame, f"{metric}: paired tests across split seeds", notes)
+
+
+def long_table(summary: pl.DataFrame, changes: pl.DataFrame, tests: pl.DataFrame, study: str | None,
+               fold: str) -> pl.DataFrame:
+    """One row per (metric, task, method) with every number (the CSV form of a report)."""
+    ranked = with_ranks(changes)
+    seeds = (tests.filter(pl.col("scope") == "seeds")
+             .select("unit", "method", pl.col("test").alias("seed_test"), pl.col("p_value").alias("p_seeds")))
+    across = tests.filter(pl.col("scope") == "tasks").select("method", pl.col("p_value").alias("p_tasks_wilcoxon"))
+    return (ranked.join(seeds, on=["unit", "method"], how="left")
+            .join(across, on="method", how="left")
+            .with_columns(study=pl.lit(study, pl.String), fold=pl.lit(fold))
+            .select("study", "metric", "fold", "task", "setting", "method", *METHOD_KEYS, "n_seeds", "mean", "std",
+                    "rank", "base_method", "base_mean", "change", "change_pct", "floor_mean", "change_vs_floor",
+                    "seed_test", "p_seeds", "p_tasks_wilcoxon"))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _load(store_or_df: ResultsStore | pl.DataFrame | str | os.PathLike[str], study: str | None) -> pl.DataFrame:
+    from mfray.results.store import ResultsStore
+
+    if isinstance(store_or_df, pl.DataFrame):
+        df = store_or_df
+    else:
+        store = store_or_df if isinstance(store_or_df, ResultsStore) else ResultsStore(store_or_df)
+        if study is not None and study not in store.studies():
+            raise ResultsError(f"no study {study!r} in {store.uri}; studies: {', '.join(store.studies()) or 'none'}")
+        df = store.read(study)
+    if df.is_empty():
+        raise ResultsError("the results table is empty: no finished runs to report")
+    if study is not None:
+        have = sorted(df["study"].unique().to_list())
+        if study not in have:
+            raise ResultsError(f"no study {study!r}; studies: {', '.join(have)}")
+        df = df.filter(pl.col("study") == study)
+    return df
+
+
+def _pick_metrics(df: pl.DataFrame, metrics: Sequence[str] | None, fold: str) -> list[str]:
+    have = sorted(df.filter(pl.col("fold") == fold)["metric"].unique().to_list())
+    if metrics is None:
+        picked = [m for m in DEFAULT_METRICS if m in have] or have
+    else:
+        picked = list(metrics)
+        missing = [m for m in picked if m not in have]
+        if missing:
+            raise ResultsError(f"metric {', '.join(missing)} not in the {fold!r} fold; "
+                               f"available: {', '.join(have) or 'none'}")
+    if not picked:
+        raise ResultsError(f"no metrics in the {fold!r} fold")
+    return picked
+
+
+def _header(df: pl.DataFrame, study: str, fmt: Format) -> str:
+    runs = df.select("run_key").n_unique()
+    superseded = runs - latest_runs(df).select("run_key").n_unique()
+    shas = sorted({s for s in df["git_sha"].unique().to_list() if s})
+    vers = sorted({v for v in df["mfray_version"].unique().to_list() if v})
+    parts = [f"{runs} runs", f"{df['task'].n_unique()} tasks", f"{df['strategy'].n_unique()} strategies",
+             f"{df['split_seed'].n_unique()} split seeds", f"settings: {', '.join(sorted(df['setting'].unique()))}",
+             f"mfray {', '.join(vers) or '?'}", f"git {', '.join(s[:12] for s in shas) or 'unknown'}"]
+    if superseded:
+        parts.append(f"{superseded} superseded runs ignored (an older config of the same run)")
+    if fmt == "latex":
+        return f"% study {study}: " + "; ".join(parts) + "\n"
+    return f"## Study {study}\n\n" + "; ".join(parts) + ".\n"
+
+
+def make_report(
+    store_or_df: ResultsStore | pl.DataFrame | str | os.PathLike[str],
+    study: str | None = None,
+    metrics: Sequence[str] | None = None,
+    fmt: Format = "md",
+    plots_dir: str | os.PathLike[str] | None = None,
+    *,
+    base: str = "base",
+    fold: str = "test",
+    seed_test: Literal["ttest", "wilcoxon"] = "ttest",
+    ddof: int = 1,
+    digits: int = 3,
+    plot_formats: Sequence[str] = ("png",),
+) -> str:
+    """Tables (and figures) of one study or of every study in ``store_or_df``.
+
+    Args:
+        store_or_df: a :class:`ResultsStore`, its root, or a frame read from one.
+        study: the study to report; None reports every study, one section each.
+        metrics: metrics to report; default ``("r2", "mae")`` where present, else every metric of ``fold``.
+        fmt: ``"md"``, ``"latex"`` or ``"csv"`` (CSV: one long table, every number, no formatting).
+        plots_dir: when given, writes ``<study>__<metric>_<fold>_by_task.<ext>`` and
+            ``<study>__<metric>_<fold>_gain.<ext>`` for each ``ext`` in ``plot_formats``.
+
+    Returns:
+        the rendered report.
+    """
+    if fmt not in ("md", "latex", "csv"):
+        raise ResultsError(f"unknown report format {fmt!r}: use md, latex or csv")
+    df = _load(store_or_df, study)
+    out: list[str] = []
+    longs: list[pl.DataFrame] = []
+    for st in sorted(df["study"].unique().to_list()):
+        sdf = df.filter(pl.col("study") == st)
+        picked = _pick_metrics(sdf, metrics, fold)
+        if fmt != "csv":
+            out.append(_header(sdf, st, fmt))
+        for metric in picked:
+            summary = summarize(sdf, metric, fold, ddof=ddof)
+            changes = compare_to_base(summary, base)
+            ranks = rank(summary)
+            tests = paired_tests(sdf, metric, fold, base, seed_test)
+            if fmt == "csv":
+                longs.append(long_table(summary, changes, tests, st, fold))
+            else:
+                out.append(render(metric_table(summary, ranks, fold, digits, ddof), fmt))
+                if changes["base_method"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
+                    out.append(render(change_table(changes, tests, digits), fmt))
+                    out.append(render(seed_test_table(tests, digits), fmt))
+                else:
+                    out.append(f"(no {base!r} strategy to compare against for {metric})\n")
+            if plots_dir is not None:
+                write_plots(summary, changes, plots_dir, st, fold, plot_formats)
+    if fmt == "csv":
+        return pl.concat(longs, how="diagonal_relaxed").write_csv()
+    return "\n".join(out)
+
+
+def write_plots(summary: pl.DataFrame, changes: pl.DataFrame, plots_dir: str | os.PathLike[str], study: str,
+                fold: str = "test", formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write the metric-by-task and gain-over-base figures of one metric; returns their paths."""
+    from mfray.results.plots import plot_gain, plot_metric_by_task
+
+    metric = summary["metric"][0]
+    floor = {m for m, s, mo in summary.select("method", "strategy", "model").iter_rows() if FLOOR in (s, mo)}
+    folder = Path(plots_dir)
+    paths = []
+    for ext in formats:
+        paths.append(plot_metric_by_task(summary, folder / f"{study}__{metric}_{fold}_by_task.{ext}",
+                                         title=f"{study}: {metric} ({fold})", floor=floor))
+        paths.append(plot_gain(changes, folder / f"{study}__{metric}_{fold}_gain.{ext}",
+                               title=f"{study}: {metric} gain over base ({fold})", floor=floor))
+    return paths

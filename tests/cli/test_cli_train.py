@@ -1,0 +1,47 @@
+import json
+
+import polars as pl
+import pyarrow.parquet as pq
+import torch
+
+from mfray.cli.main import main
+
+
+def test_train_pretrain_embed(tmp_path, capsys):
+    root = str(tmp_path / "stores")
+    small = ["--hidden-dim", "16", "--latent-dim", "4", "--no-progress", "--store-root", root]
+    out = tmp_path / "label"
+    assert main(["train", "aid1445", "--strategy", "label", "--epochs", "3", "--out", str(out), *small]) == 0
+    text = capsys.readouterr().out
+    assert "label on aid1445:hf/DR (seed 946067)" in text and "test" in text and "r2" in text
+    for f in ("config.toml", "best.ckpt", "predictions.parquet", "metrics.json", "history.json"):
+        assert (out / f).exists(), f
+    ckpt = torch.load(out / "best.ckpt", weights_only=True)
+    assert ckpt["kind"] == "hf" and ckpt["model_spec"]["aux_dim"] == 1 and ckpt["meta"]["strategy"] == "label"
+    preds = pl.read_parquet(out / "predictions.parquet")
+    assert preds.filter(pl.col("fold") == "test").height == 66
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert set(m["test"]) == {"mae", "rmse", "r2", "pearson"}
+
+    lf = tmp_path / "lf"
+    assert main(["pretrain", "aid1445", "--readout", "attention", "--epochs", "1", "--out", str(lf), *small]) == 0
+    assert (lf / "lf.ckpt").exists() and "pretrained attention LF model" in capsys.readouterr().out
+
+    emb = tmp_path / "emb.parquet"
+    assert main(["embed", str(lf / "lf.ckpt"), "aid1445", "--out", str(emb), "--fidelity", "hf", "--store-root", root]) == 0
+    t = pq.read_table(emb)
+    assert t.num_rows == 655 and t.schema.field("embedding").type.list_size == 4
+
+    tuned = tmp_path / "tuned"
+    assert main(["train", "aid1445", "--strategy", "embeddings", "--lf-checkpoint", str(lf / "lf.ckpt"),
+                 "--epochs", "2", "--out", str(tuned), *small]) == 0
+    assert "LF checkpoint" in json.loads((tuned / "metrics.json").read_text())["lf_inputs"]["lf_embedding"]
+
+
+def test_train_errors_exit_2(tmp_path, capsys):
+    code = main(["train", "aid1445", "--strategy", "tune_readout", "--epochs", "1", "--out", str(tmp_path),
+                 "--store-root", str(tmp_path / "s"), "--no-progress"])
+    assert code == 2 and "give --lf-checkpoint" in capsys.readouterr().err
+    code = main(["embed", str(tmp_path / "missing.ckpt"), "aid1445", "--out", str(tmp_path / "x.parquet"),
+                 "--store-root", str(tmp_path / "s")])
+    assert code == 2 and "checkpoint does not exist" in capsys.readouterr().err

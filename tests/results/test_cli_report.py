@@ -1,0 +1,61 @@
+"""``mfray report``: prints the tables, writes figures and files, and names the studies on a bad --study."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from results_synth import records
+
+from mfray.cli import report as report_cmd
+from mfray.results import ResultsStore
+from mfray.utils.errors import MfrayError
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mfray")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    report_cmd.add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_report_prints_tables(synth_store, capsys):
+    assert _run(["report", synth_store.root, "--metric", "r2"]) == 0
+    out = capsys.readouterr().out
+    assert "## Study synth" in out and "### r2 (test) by task" in out and "| label | **0.401 ± 0.016** |" in out
+    assert "mae" not in out
+
+
+def test_report_latex_out_file_and_plots(synth_store, tmp_path, capsys):
+    out_file = tmp_path / "tables.tex"
+    assert _run(["report", synth_store.root, "--study", "synth", "--format", "latex", "--metric", "r2,mae",
+                 "--plots", str(tmp_path / "figs"), "--out", str(out_file), "--seed-test", "wilcoxon"]) == 0
+    text = out_file.read_text()
+    assert text.count(r"\begin{table}") == 6 and "Wilcoxon signed-rank over split seeds" in text
+    assert len(list((tmp_path / "figs").glob("*.png"))) == 4
+    assert capsys.readouterr().out == ""
+
+
+def test_report_csv(synth_store, capsys):
+    _run(["report", synth_store.root, "--format", "csv"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("study,metric,fold,task") and len(lines) == 1 + 24
+
+
+def test_unknown_study_lists_studies(synth_store):
+    with pytest.raises(MfrayError, match=r"unknown study 'nope'.*studies: synth"):
+        _run(["report", synth_store.root, "--study", "nope"])
+
+
+def test_missing_or_empty_storage(tmp_path):
+    with pytest.raises(MfrayError, match="does not exist"):
+        _run(["report", str(tmp_path / "absent")])
+    with pytest.raises(MfrayError, match="no finished runs"):
+        _run(["report", str(tmp_path)])
+
+
+def test_study_storage_root_with_results_folder(tmp_path, capsys):
+    ResultsStore(tmp_path / "results").append_runs(records(study="nested")[:10])
+    assert _run(["report", str(tmp_path), "--metric", "r2"]) == 0
+    assert "## Study nested" in capsys.readouterr().out

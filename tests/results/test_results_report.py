@@ -1,0 +1,215 @@
+"""Report numbers on a synthetic study with known effects, checked against numpy/scipy directly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import polars as pl
+import pytest
+from results_synth import SEEDS, STRATEGIES, TASKS, VERSIONS, mae_value, r2_value, records
+from scipy import stats
+
+from mfray.results import ResultsError, ResultsStore, RunRecord
+from mfray.results import report as R
+
+TASK_NAMES = list(TASKS)
+STRATS = list(STRATEGIES)
+
+
+@pytest.fixture(scope="module")
+def df(synth_store) -> pl.DataFrame:
+    return synth_store.read("synth")
+
+
+def _vals(fn, ti, si):
+    return np.array([fn(ti, si, s) for s in SEEDS])
+
+
+def test_summarize_means_and_stds(df):
+    s = R.summarize(df, "r2")
+    assert s.height == 12
+    # row order: per task, base, lf_linear (floor) right before label, then the rest
+    assert s.filter(pl.col("unit") == TASK_NAMES[0])["method"].to_list() == ["base", "lf_linear", "label", "embeddings"]
+    for ti, task in enumerate(TASK_NAMES):
+        for si, strat in enumerate(STRATS):
+            row = s.filter((pl.col("task") == task) & (pl.col("strategy") == strat)).row(0, named=True)
+            v = _vals(r2_value, ti, si)
+            assert row["n_seeds"] == 5
+            assert row["mean"] == pytest.approx(v.mean(), abs=1e-12)
+            assert row["std"] == pytest.approx(v.std(ddof=1), abs=1e-12)
+    s0 = R.summarize(df, "mae", ddof=0)
+    assert s0["std"][0] == pytest.approx(_vals(mae_value, 0, 0).std(ddof=0), abs=1e-12)
+
+
+def test_compare_to_base_signs(df):
+    for metric, fn, sign in (("r2", r2_value, 1.0), ("mae", mae_value, -1.0)):
+        c = R.compare_to_base(R.summarize(df, metric))
+        for ti, task in enumerate(TASK_NAMES):
+            base = _vals(fn, ti, 0).mean()
+            for si, strat in enumerate(STRATS):
+                row = c.filter((pl.col("task") == task) & (pl.col("strategy") == strat)).row(0, named=True)
+                want = sign * (_vals(fn, ti, si).mean() - base)
+                assert row["base_method"] == "base"
+                assert row["change"] == pytest.approx(want, abs=1e-12)
+                assert row["change_pct"] == pytest.approx(100 * want / abs(base), abs=1e-9)
+            label = c.filter((pl.col("task") == task) & (pl.col("strategy") == "label")).row(0, named=True)
+            floor = _vals(fn, ti, STRATS.index("lf_linear")).mean()
+            assert label["floor_mean"] == pytest.approx(floor)
+            label_mean = _vals(fn, ti, STRATS.index("label")).mean()
+            assert label["change_vs_floor"] == pytest.approx(sign * (label_mean - floor))
+            assert label["change_vs_floor"] > 0  # the synthetic label strategy beats the floor everywhere
+        # the known effects: label +0.10/+0.15/+0.03 r2 over base (up to seed noise)
+        if metric == "r2":
+            got = c.filter(pl.col("strategy") == "label")["change"].to_numpy()
+            np.testing.assert_allclose(got, STRATEGIES["label"][2], atol=0.02)
+
+
+def test_ranks(df):
+    for metric in ("r2", "mae"):
+        r = R.rank(R.summarize(df, metric))
+        got = dict(zip(r["method"], r["mean_rank"], strict=True))
+        # expected from the effects: per task rank of each strategy by mean (same order for r2 and mae)
+        means = np.array([[_vals(r2_value, ti, si).mean() for si in range(4)] for ti in range(3)])
+        ranks = np.array([stats.rankdata(-m) for m in means])
+        for si, strat in enumerate(STRATS):
+            assert got[strat] == pytest.approx(ranks[:, si].mean())
+        assert got["label"] == 1.0
+        assert dict(zip(r["method"], r["n_best"], strict=True))["label"] == 3
+        assert set(r["n_tasks"]) == {3}
+
+
+def test_wilcoxon_across_tasks_matches_scipy(df):
+    t = R.paired_tests(df, "r2")
+    across = t.filter(pl.col("scope") == "tasks")
+    assert across["method"].to_list() == ["lf_linear", "label", "embeddings"]
+    for strat in ("lf_linear", "label", "embeddings"):
+        si = STRATS.index(strat)
+        x = np.array([_vals(r2_value, ti, si).mean() for ti in range(3)])
+        y = np.array([_vals(r2_value, ti, 0).mean() for ti in range(3)])
+        want = stats.wilcoxon(x, y)
+        row = across.filter(pl.col("method") == strat).row(0, named=True)
+        assert row["test"] == "Wilcoxon signed-rank" and row["n"] == 3
+        assert row["p_value"] == pytest.approx(want.pvalue) and row["statistic"] == pytest.approx(want.statistic)
+    assert across.filter(pl.col("method") == "label").row(0, named=True)["wins"] == 3
+
+
+def test_paired_tests_across_seeds_match_scipy(df):
+    for seed_test, fn in (("ttest", stats.ttest_rel), ("wilcoxon", stats.wilcoxon)):
+        t = R.paired_tests(df, "mae", seed_test=seed_test).filter(pl.col("scope") == "seeds")
+        assert t.height == 9 and set(t["test"]) == {R.SEED_TESTS[seed_test]}
+        for ti, task in enumerate(TASK_NAMES):
+            for si in (1, 2, 3):
+                row = t.filter((pl.col("unit") == task) & (pl.col("method") == STRATS[si])).row(0, named=True)
+                x, y = _vals(mae_value, ti, si), _vals(mae_value, ti, 0)
+                assert row["p_value"] == pytest.approx(fn(x, y).pvalue)
+                assert row["mean_change"] == pytest.approx((y - x).mean())  # mae: positive = lower than base
+
+
+def test_fewer_than_two_tasks_is_na(df):
+    one = df.filter(pl.col("task") == TASK_NAMES[0])
+    t = R.paired_tests(one, "r2")
+    across = t.filter(pl.col("scope") == "tasks")
+    assert across["p_value"].null_count() == 3 and all(n.startswith("n/a") for n in across["note"])
+    text = R.make_report(one, metrics=["r2"])
+    assert "| 1/0/0 | n/a |" in text
+
+
+def test_latest_run_supersedes_older_config(df):
+    newer = RunRecord(study="synth", task=TASK_NAMES[0], dataset="aid1445", setting="transductive",
+                      strategy="base", model="gnn", readout="st", split_seed=0, metrics={"test": {"r2": 0.99}},
+                      params={"lr": 1e-2}, versions=VERSIONS, finished_at=datetime(2026, 1, 1, tzinfo=UTC))
+    both = pl.concat([df, pl.from_arrow(newer.to_arrow())], how="diagonal_relaxed")
+    s = R.summarize(both, "r2").filter((pl.col("unit") == TASK_NAMES[0]) & (pl.col("method") == "base"))
+    v = _vals(r2_value, 0, 0)
+    v[0] = 0.99
+    assert s["n_seeds"][0] == 5 and s["mean"][0] == pytest.approx(v.mean())
+    assert "1 superseded runs ignored" in R.make_report(both, metrics=["r2"])
+
+
+def test_method_labels_and_base_matching():
+    # base with two models: each method is compared with the base of its own model
+    recs = []
+    for model, readout, off in (("gnn", "st", 0.0), ("rf", None, -0.1)):
+        for strat, eff in (("base", 0.0), ("label", 0.2)):
+            for seed in range(3):
+                for task in ("t1", "t2"):
+                    recs.append(RunRecord(study="m", task=task, dataset=task, setting="transductive", strategy=strat,
+                                          model=model, readout=readout, split_seed=seed, versions=VERSIONS,
+                                          metrics={"test": {"r2": 0.5 + off + eff + 0.01 * seed}}))
+    df = pl.concat([pl.from_arrow(r.to_arrow()) for r in recs], how="diagonal_relaxed")
+    c = R.compare_to_base(R.summarize(df, "r2"))
+    assert set(c["method"]) == {"base[gnn]", "base[rf]", "label[gnn]", "label[rf]"}
+    pairs = dict(zip(c["method"], c["base_method"], strict=True))
+    assert pairs == {"base[gnn]": "base[gnn]", "base[rf]": "base[rf]",
+                     "label[gnn]": "base[gnn]", "label[rf]": "base[rf]"}
+    np.testing.assert_allclose(c.filter(pl.col("strategy") == "label")["change"].to_numpy(), 0.2, atol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
+def test_render_formats(df, fmt):
+    text = R.make_report(df, fmt=fmt)
+    if fmt == "md":
+        assert "### r2 (test) by task" in text and "### mae: change over base" in text
+        assert "| label | **0.401 ± 0.016** |" in text  # best per task in bold
+        # lf_linear sits right before the label strategies
+        lines = [ln.split("|")[1].strip() for ln in text.splitlines() if ln.startswith("| ")]
+        i = lines.index("lf_linear")
+        assert lines[i + 1] == "label"
+        assert "beats lf_linear" in text and "| 3/3 |" in text
+    elif fmt == "latex":
+        assert text.count(r"\begin{tabular}") == 6 and r"\toprule" in text and r"lf\_linear" in text
+        assert r"\textbf{0.401 $\pm$ 0.016}" in text and r"\%" in text
+    else:
+        out = pl.read_csv(text.encode())
+        assert out.height == 24 and {"mean", "std", "change", "rank", "p_seeds", "p_tasks_wilcoxon"} <= set(out.columns)
+        row = out.filter((pl.col("metric") == "r2") & (pl.col("method") == "label") & (pl.col("task") == TASK_NAMES[1]))
+        assert row["mean"][0] == pytest.approx(_vals(r2_value, 1, 2).mean())
+        assert row["rank"][0] == 1.0
+
+
+def test_render_plain_frame_and_escaping():
+    t = pl.DataFrame({"a_b": ["x|y", "50%"], "c": ["1", "2"]})
+    assert "x\\|y" in R.render(t, "md")
+    tex = R.render(R.Table(t, "A & B", ["note #1"], {(0, "c")}), "latex")
+    assert r"a\_b" in tex and r"50\%" in tex and r"\caption{A \& B}" in tex and r"\textbf{1}" in tex
+    assert R.render(t, "csv").splitlines()[0] == "a_b,c"
+    with pytest.raises(ResultsError, match="format"):
+        R.render(t, "html")
+
+
+def test_plots_written(synth_store, tmp_path):
+    R.make_report(synth_store, study="synth", metrics=["r2"], plots_dir=tmp_path)
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["synth__r2_test_by_task.png", "synth__r2_test_gain.png"]
+    for p in tmp_path.glob("*.png"):
+        assert p.stat().st_size > 5000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_errors(synth_store, df):
+    with pytest.raises(ResultsError, match="available: mae, r2"):
+        R.make_report(df, metrics=["auroc"])
+    with pytest.raises(ResultsError, match="studies: synth"):
+        R.make_report(synth_store, study="nope")
+    with pytest.raises(ResultsError, match="empty"):
+        R.make_report(ResultsStore(synth_store.root + "-missing"))
+
+
+def test_report_accepts_root_path(synth_store):
+    assert "### r2 (test) by task" in R.make_report(synth_store.root, metrics=["r2"])
+
+
+def test_default_metrics_fall_back_to_what_is_there():
+    recs = [RunRecord(study="c", task="t", dataset="t", setting="inductive", strategy=s, model="gnn", split_seed=k,
+                      metrics={"test": {"auroc": 0.7 + 0.1 * (s == "label") + 0.01 * k}}, versions=VERSIONS)
+            for s in ("base", "label") for k in range(3)]
+    df = pl.concat([pl.from_arrow(r.to_arrow()) for r in recs], how="diagonal_relaxed")
+    text = R.make_report(df)
+    assert "### auroc (test) by task" in text and "r2" not in text
+    # the seed differences are all 0.1: a t-test is undefined (zero variance), said as n/a, no warning
+    t = R.paired_tests(df, "auroc").filter(pl.col("scope") == "seeds").row(0, named=True)
+    assert t["p_value"] is None and "zero variance" in t["note"] and t["wins"] == 3
+
+
+def test_records_fixture_is_consistent():
+    assert len(records()) == len(TASKS) * len(STRATEGIES) * len(SEEDS)
