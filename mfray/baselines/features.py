@@ -27,6 +27,7 @@ import numpy as np
 
 from mfray.chem.fingerprints import DESCRIPTORS
 from mfray.data.tasks import FOLD_NAMES, Task
+from mfray.train.scaling import Scaler
 from mfray.utils.errors import DataError
 
 #: augmentation name -> aux key it reads unless ``aux_key`` says otherwise
@@ -121,10 +122,8 @@ def aux_matrix(task: Task, key: str, fold: str) -> np.ndarray:
 
 def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """``(x - mean) / std`` with the first matrix's column statistics (a constant column gets std 1)."""
-    mean = train.mean(axis=0, dtype=np.float64)
-    std = train.std(axis=0, dtype=np.float64)
-    std = np.where(std > 1e-12, std, 1.0)
-    return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
+    scaler = Scaler.fit(train)
+    return [scaler.transform(x) for x in (train, *others)]
 
 
 def build_features(task: Task, descriptor: str | Descriptor | None, aux_key: str | None = None) -> FeatureSet:

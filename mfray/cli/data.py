@@ -80,7 +80,14 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"    artifact {art.name} ({art.kind}) <- {art.file}[{art.column!r}]")
     else:
         for k, v in desc.items():
-            if k != "kind":
+            if k == "kind":
+                continue
+            if isinstance(v, dict):
+                print(f"    {k}:")
+                for kk, vv in v.items():
+                    text = ", ".join(f"{a}={b}" for a, b in vv.items()) if isinstance(vv, dict) else vv
+                    print(f"      {kk}: {text}")
+            else:
                 print(f"    {k}: {v}")
     st = spec.standardize.resolved()
     print(f"  standardize   {spec.standardize.preset}: " + ", ".join(f"{k}={v}" for k, v in st.items() if v not in (None, False)))

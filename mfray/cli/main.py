@@ -21,6 +21,7 @@ def _threads() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mfray.cli import baseline as baseline_cmd
     from mfray.cli import data as data_cmd
     from mfray.cli import featurize as featurize_cmd
     from mfray.cli import report as report_cmd
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     featurize_cmd.add_parser(sub)
     data_cmd.add_parser(sub)
     train_cmd.add_parser(sub)
+    baseline_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     return parser
 

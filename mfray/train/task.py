@@ -23,7 +23,7 @@ from mfray.models import MFModel, ModelSpec, build_model
 from mfray.models.checkpoint import load_model, save_checkpoint
 from mfray.models.freezing import freeze
 from mfray.train.data import GraphDataset
-from mfray.train.loop import EpochLog, FitResult, TrainConfig, fit, predict
+from mfray.train.loop import EpochLog, FitResult, TrainConfig, fit, predict, seed_everything
 from mfray.train.metrics import compute_metrics
 from mfray.train.scaling import Scaler
 from mfray.transfer import LF_EMBEDDING, LF_LABEL, LF_PREDICTION, get_strategy
@@ -155,6 +155,7 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
             "aux_dim": 0 if aux["train"] is None else aux["train"].shape[1], "task_type": task.task_type,
             **cfg.model,
         })
+    seed_everything(cfg.train.seed, cfg.train.num_threads)  # the initial weights depend on the seed only
     model = build_model(spec)
     if pretrained is not None:
         load_pretrained_stages(model, pretrained, ("encoder", "readout"))
@@ -235,6 +236,7 @@ def pretrain_lf(store: GraphStore, cfg: LFRunConfig, out_dir: str | Path,
     fz = ds_spec.get("featurizer", {})
     spec = ModelSpec(**{"featurizer": fz.get("preset", "default"), "max_atomic_number": fz.get("max_atomic_number"),
                         "readout": cfg.readout, "n_targets": len(targets), **cfg.model})
+    seed_everything(cfg.train.seed, cfg.train.num_threads)
     model = build_model(spec)
     t0 = time.perf_counter()
     train = _datasets(store, spec, train_ids, scaler.transform(y_train), None)

@@ -555,6 +555,9 @@ class PubchemMfpcbaSource(Source):
                 if paths is not None
                 else {"pubchem": "not downloaded"}
             )
+        return {**self._assay_facts(), "tables": tables}
+
+    def _assay_facts(self) -> dict[str, Any]:
         return {
             "kind": "mfpcba",
             "sd_aid": self.src.sd_aid,
@@ -562,7 +565,6 @@ class PubchemMfpcbaSource(Source):
             "sd_columns": list(self.src.sd_columns),
             "dr_columns": list(self.src.dr_columns),
             "transform_dr": self.src.transform_dr,
-            "tables": tables,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -582,15 +584,7 @@ class PubchemMfpcbaSource(Source):
                 "substances": meta["size"] if meta else None,
                 "chunks_cached": f"{n_chunks}/{len(cache.paths(meta))}" if meta else "0",
             }
-        return {
-            "kind": "mfpcba",
-            "sd_aid": self.src.sd_aid,
-            "dr_aid": self.src.dr_aid,
-            "sd_columns": list(self.src.sd_columns),
-            "dr_columns": list(self.src.dr_columns),
-            "transform_dr": self.src.transform_dr,
-            "tables": tables,
-        }
+        return {**self._assay_facts(), "tables": tables}
 
     # ------------------------------------------------------------------ retrieval
     def download(self) -> list[_Table]:
