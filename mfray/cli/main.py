@@ -46,12 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     _threads()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from pydantic import ValidationError
+
     from mfray.utils.errors import MfrayError
 
     try:
         return int(args.func(args) or 0)
     except MfrayError as e:
         print(f"mfray {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except ValidationError as e:  # settings from flags that a spec model refuses (e.g. --hidden-dim 0)
+        print(f"mfray {args.verb}: error: invalid settings: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mfray {args.verb}: interrupted", file=sys.stderr)

@@ -12,7 +12,8 @@ from mfray.cli.common import add_store_root, epoch_progress, format_metrics, ope
 
 def _model_args(p) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--readout", metavar="NAME", help="readout (see `mfray train --list`); default: the strategy's")
+    g.add_argument("--readout", metavar="NAME", help="a registered readout (sum, mean, max, sum_mean_max, set_transformer, "
+                   "attention, deepsets, gmt; an unknown name lists them); default: the strategy's")
     g.add_argument("--encoder", metavar="NAME", help="gcn (default, supervised VGAE), gin or gine (plain GNNs)")
     g.add_argument("--hidden-dim", type=int, metavar="N", help="encoder hidden width (default 256)")
     g.add_argument("--latent-dim", type=int, metavar="N", help="VGAE latent width (default 50)")

@@ -12,11 +12,13 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from mfray.utils.errors import MfrayError
+
 T = TypeVar("T")
 
 
-class RegistryError(ValueError):
-    """A name or argument could not be resolved in a registry."""
+class RegistryError(MfrayError, ValueError):
+    """A name or argument could not be resolved in a registry (a user-facing error: the CLI prints it)."""
 
 
 class Registry(Generic[T]):

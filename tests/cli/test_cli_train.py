@@ -45,3 +45,11 @@ def test_train_errors_exit_2(tmp_path, capsys):
     code = main(["embed", str(tmp_path / "missing.ckpt"), "aid1445", "--out", str(tmp_path / "x.parquet"),
                  "--store-root", str(tmp_path / "s")])
     assert code == 2 and "checkpoint does not exist" in capsys.readouterr().err
+
+
+def test_bad_model_choices_exit_2(tmp_path, capsys):
+    common = ["--epochs", "1", "--out", str(tmp_path), "--store-root", str(tmp_path / "s"), "--no-progress"]
+    assert main(["train", "aid1445", "--strategy", "base", "--readout", "sumx", *common]) == 2
+    assert "could not resolve readout 'sumx'" in capsys.readouterr().err
+    assert main(["train", "aid1445", "--strategy", "base", "--hidden-dim", "0", *common]) == 2
+    assert "invalid settings" in capsys.readouterr().err
