@@ -38,3 +38,8 @@ def test_console_script_and_help():
     assert out.returncode == 0 and "featurize" in out.stdout and "data" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "mfray.cli.main", "featurize"], capture_output=True, text=True)
     assert bad.returncode == 2 and "DATA_SPEC" in bad.stderr
+
+
+def test_python_dash_m_mfray():
+    out = subprocess.run([sys.executable, "-m", "mfray", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("mfray ")
