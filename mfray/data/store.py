@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mfray.chem.graph import ATOM_PROPERTIES, BOND_PROPERTIES, GRAPH_SCHEMA, text_key
@@ -223,15 +224,12 @@ def finalize(
     writer = None
     shard = 0
     n_in_shard = 0
-    total_bytes = 0
     keep_rows = pa.array(keep["row"].to_numpy())
     row_to_id = dict(zip(keep["row"].to_list(), keep["mol_id"].to_list()))
     for f in sorted(featurized_files):
         pf = pq.ParquetFile(f)
         for batch in pf.iter_batches(batch_size=65536, columns=graph_cols):
             tbl = pa.Table.from_batches([batch])
-            import pyarrow.compute as pc
-
             tbl = tbl.filter(pc.is_in(tbl.column("row"), value_set=keep_rows))
             if tbl.num_rows == 0:
                 continue
@@ -364,7 +362,6 @@ class GraphStore:
 
     def graphs(self, mol_ids: np.ndarray | list[int] | None = None, columns: list[str] | None = None) -> pa.Table:
         """Graph rows (all, or those of ``mol_ids`` in the order given)."""
-        import pyarrow.compute as pc
         import pyarrow.dataset as ds
 
         dset = ds.dataset(self.graph_files, format="parquet")

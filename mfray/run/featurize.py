@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mfray.data.featurize import extractor_for, featurize_table
@@ -42,7 +43,6 @@ def _featurize_shards(batch: dict[str, Any], spec_json: dict[str, Any], out_dir:
     each shard is exactly one task, so every worker gets work whatever Ray's read planner would
     merge. The RDKit pipeline is built once per worker process and reused."""
     import numpy as np
-    import pyarrow as pa
 
     from mfray.utils.hashing import hash_obj
 
@@ -65,7 +65,7 @@ def _featurize_shards(batch: dict[str, Any], spec_json: dict[str, Any], out_dir:
     return {"path": batch["path"], "rows": np.asarray(counts, dtype=np.int64)}
 
 
-def _progress(enabled: bool, total: int | None, description: str):
+def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -104,7 +104,7 @@ def featurize_dataset(
     try:
         # 1. source -> raw shards
         t = time.perf_counter()
-        with _progress(progress, None, "read") as prog:
+        with _progress(progress) as prog:
             task = prog.add_task(f"reading {spec.name}", total=None)
             raw_files = write_raw(source, work / "raw", chunk_rows=chunk_rows,
                                   on_chunk=lambda n: prog.advance(task, n))
@@ -117,13 +117,11 @@ def featurize_dataset(
         feat_dir = work / "featurized"
         feat_dir.mkdir()
         if executor == "local" or n_rows == 0:
-            with _progress(progress, n_rows, "featurise") as prog:
+            with _progress(progress) as prog:
                 task = prog.add_task("featurising", total=n_rows)
                 for i, f in enumerate(raw_files):
                     pf = pq.ParquetFile(f)
                     for j, batch in enumerate(pf.iter_batches(batch_size=batch_size)):
-                        import pyarrow as pa
-
                         out = featurize_table(pa.Table.from_batches([batch]), extractor)
                         pq.write_table(out, feat_dir / f"part-{i:05d}-{j:05d}.parquet", compression="lz4")
                         prog.advance(task, batch.num_rows)
@@ -150,8 +148,6 @@ def featurize_dataset(
 
 
 def _resplit(files: list[str], n: int) -> list[str]:
-    import pyarrow as pa
-
     tbl = pa.concat_tables([pq.read_table(f) for f in files])
     out_dir = Path(files[0]).parent
     for f in files:

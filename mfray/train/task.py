@@ -75,12 +75,11 @@ def lf_outputs(model: MFModel, ckpt: dict[str, Any], store: GraphStore, mol_ids:
 
 
 def _first_key(task: Task, prefix: str, width_one: bool) -> str | None:
-    for key in task.store.table("artifacts").columns if (task.store.path / "artifacts.parquet").exists() else []:
-        if key == "mol_id":
-            continue
-        arr = task.train.aux.get(f"{prefix}{key}")
-        if arr is not None and (arr.shape[1] == 1) == width_one:
-            return f"{prefix}{key}"
+    """The first stored input with ``prefix`` of the right width, in the order the spec declares them
+    (``load_task`` keeps that order in ``aux``)."""
+    for key, arr in task.train.aux.items():
+        if key.startswith(prefix) and (arr.shape[1] == 1) == width_one:
+            return key
     return None
 
 
