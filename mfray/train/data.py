@@ -48,15 +48,24 @@ class GraphDataset:
         aux = torch.from_numpy(self.aux[idx]) if self.aux is not None else None
         return g, y, aux
 
+    def _starts(self, batch_size: int, drop_last_single: bool) -> list[int]:
+        n = len(self)
+        starts = list(range(0, n, batch_size))
+        if drop_last_single and len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        return starts
+
+    def num_batches(self, batch_size: int, drop_last_single: bool = True) -> int:
+        """How many batches :meth:`batches` yields with these arguments."""
+        return len(self._starts(batch_size, drop_last_single))
+
     def batches(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
                 drop_last_single: bool = True) -> Iterator[tuple[Batch, torch.Tensor | None, torch.Tensor | None]]:
         """Yield batches; with ``shuffle`` a permutation from ``rng``. A trailing batch of one graph is
         merged into the previous one in training (BatchNorm cannot normalise a single sample)."""
         n = len(self)
         order = (rng or np.random.default_rng()).permutation(n) if shuffle else np.arange(n)
-        starts = list(range(0, n, batch_size))
-        if drop_last_single and len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()
+        starts = self._starts(batch_size, drop_last_single)
         for i, s in enumerate(starts):
             e = starts[i + 1] if i + 1 < len(starts) else n
             yield self.batch(order[s:e])

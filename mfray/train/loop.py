@@ -6,26 +6,50 @@ model of the best validation epoch restored at the end (the reference evaluated 
 ``task_weight * task + recon_weight * reconstruction + kl_weight * KL`` (see :class:`TrainConfig` for
 why the KL weight defaults to 1e-3, not the paper's nominal 1); the
 validation loss used for model selection is the task loss alone.
+
+The same loop serves three callers:
+
+- one process (``mfray train`` / ``mfray pretrain``): ``fit(model, train, valid, cfg)``;
+- resumable training: ``on_checkpoint`` receives a *fit state* (a plain dict of tensors, numbers,
+  strings and lists that ``torch.load(weights_only=True)`` reads back) and ``fit(..., resume=state)``
+  continues at the next epoch exactly as an uninterrupted run would (same seed, same device);
+- distributed data parallel: when ``torch.distributed`` is initialised with more than one process
+  (Ray Train workers, or any ``init_process_group``), the model is wrapped in
+  ``DistributedDataParallel``. Every rank passes its own shard of the data; all ranks take the same
+  number of optimiser steps per epoch (the smallest shard's count), and the train and validation
+  losses are summed over ranks, so LR scheduling, early stopping and the best epoch are decided
+  identically everywhere. ``cfg.batch_size`` is per rank (global batch = world size x batch size).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
-from mfray.models.freezing import frozen_stages, train_mode, trainable_parameters
+from mfray.models.freezing import freeze, frozen_stages, train_mode, trainable_parameters
 from mfray.models.model import MFModel
 from mfray.nn.vgae import kl_loss, recon_loss
 from mfray.train.data import GraphDataset
+from mfray.utils.errors import MfrayError
+
+#: version of the fit state that :func:`fit` hands to ``on_checkpoint`` and accepts as ``resume``
+STATE_FORMAT = 1
+
+
+class ResumeError(MfrayError):
+    """A fit state cannot be resumed with this model or configuration."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +57,7 @@ class TrainConfig:
     """Optimisation settings. Defaults: the reference HF protocol (METHOD.md section 7)."""
 
     lr: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 32  # per process when training data parallel
     max_epochs: int = 1000
     patience: int = 100  # early stopping on the validation loss (None/0: off)
     lr_factor: float = 0.75
@@ -49,16 +73,25 @@ class TrainConfig:
     num_threads: int = 1
     unfreeze_epoch: int | None = None  # epoch at which frozen stages are unfrozen (gradual unfreezing)
     device: str = "cpu"
+    #: cap on optimiser steps per epoch (per process), e.g. to time a fixed number of steps; None: all
+    max_steps_per_epoch: int | None = None
 
 
 @dataclass
 class EpochLog:
+    """One epoch. ``seconds`` is the whole epoch (training + validation); ``graphs_per_s`` is the
+    training graphs of all processes over the training phase's ``train_seconds``."""
+
     epoch: int
     train_loss: float
     valid_loss: float
     lr: float
     seconds: float
     parts: dict[str, float] = field(default_factory=dict)
+    graphs: int = 0  # training graphs this epoch, all processes together
+    train_seconds: float = 0.0
+    graphs_per_s: float = 0.0
+    steps: int = 0  # optimiser steps this epoch (each process takes the same number)
 
 
 @dataclass
@@ -69,6 +102,8 @@ class FitResult:
     history: list[EpochLog]
     stopped_early: bool
     seconds: float
+    resumed_from_epoch: int | None = None  # epochs already done in the ``resume`` state (None: fresh)
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "history"},
@@ -82,6 +117,13 @@ def seed_everything(seed: int, num_threads: int = 1) -> None:
     torch.set_num_threads(num_threads)
 
 
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _task_loss(pred: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.Tensor:
     mask = torch.isfinite(y)
     if not mask.any():
@@ -91,8 +133,10 @@ def _task_loss(pred: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.Ten
     return F.mse_loss(pred[mask], y[mask])
 
 
-def _batch_loss(model: MFModel, g, y, aux, cfg: TrainConfig, vgae_terms: bool) -> tuple[torch.Tensor, dict[str, float]]:
-    out = model(g, aux)
+def _batch_loss(model: MFModel, g, y, aux, cfg: TrainConfig, vgae_terms: bool,
+                net: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one batch; ``net`` (a DDP wrapper of ``model``) runs the forward pass when given."""
+    out = (net or model)(g, aux)
     task = _task_loss(out.pred, y, model.spec.task_type)
     loss = cfg.task_weight * task
     parts = {"task": float(task.detach())}
@@ -105,7 +149,8 @@ def _batch_loss(model: MFModel, g, y, aux, cfg: TrainConfig, vgae_terms: bool) -
 
 
 @torch.no_grad()
-def evaluate_loss(model: MFModel, data: GraphDataset, batch_size: int, device: str = "cpu") -> float:
+def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str) -> tuple[float, int]:
+    """Summed task loss and the number of finite targets over ``data`` (this process's part)."""
     model.eval()
     total, n = 0.0, 0
     for g, y, aux in data.batches(batch_size, shuffle=False, drop_last_single=False):
@@ -119,6 +164,12 @@ def evaluate_loss(model: MFModel, data: GraphDataset, batch_size: int, device: s
             loss = F.mse_loss(out.pred[mask], y[mask], reduction="sum")
         total += float(loss)
         n += int(mask.sum())
+    return total, n
+
+
+@torch.no_grad()
+def evaluate_loss(model: MFModel, data: GraphDataset, batch_size: int, device: str = "cpu") -> float:
+    total, n = _eval_sums(model, data, batch_size, device)
     return total / max(n, 1)
 
 
@@ -141,23 +192,110 @@ def predict(model: MFModel, data: GraphDataset, batch_size: int = 256, device: s
     return pred, emb
 
 
+# ---------------------------------------------------------------------------- distributed helpers
+def _all_reduce(values: list[float], device: str, op: Any = None) -> list[float]:
+    """Sum (or ``op``) a few numbers over all processes; float64 so graph counts stay exact."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _wrap_ddp(model: MFModel, device: str) -> nn.Module:
+    """``DistributedDataParallel`` over the trainable parameters of ``model``.
+
+    ``find_unused_parameters`` stays off: every trainable parameter of our models (VGAE body and
+    mu/logstd convolutions via the KL and the sampled latents, every readout, the head) receives a
+    gradient on every batch (a test checks each registered readout), and frozen stages have
+    ``requires_grad=False`` so DDP does not track them. Gradual unfreezing re-wraps the model.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = torch.device(device)
+    ids = None
+    if dev.type == "cuda":
+        ids = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    """Rank 0's BatchNorm statistics everywhere, so every rank validates the same model."""
+    for b in model.buffers():
+        dist.broadcast(b, 0)
+
+
+def _unfreeze(model: MFModel, opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """Unfreeze every stage; the newly trainable parameters join the optimiser as a second group."""
+    freeze(model, [])
+    opt.add_param_group({"params": [p for p in model.parameters() if all(p is not q for q in params)],
+                         "lr": opt.param_groups[0]["lr"]})
+    return trainable_parameters(model)
+
+
+# ---------------------------------------------------------------------------- fit state
+def _rng_state(rng: np.random.Generator, device: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"numpy": json.dumps(rng.bit_generator.state), "torch": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return out
+
+
+def _set_rng_state(entry: dict[str, Any], rng: np.random.Generator, device: str) -> None:
+    rng.bit_generator.state = json.loads(entry["numpy"])
+    torch.set_rng_state(entry["torch"].cpu())
+    if "cuda" in entry and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(entry["cuda"].cpu(), torch.device(device))
+
+
+def fit_result_from_state(state: dict[str, Any]) -> FitResult:
+    """The :class:`FitResult` a fit state describes (its history; seconds summed over resumptions)."""
+    names = {f.name for f in fields(EpochLog)}
+    history = [EpochLog(**{k: v for k, v in h.items() if k in names}) for h in state["history"]]
+    return FitResult(best_epoch=int(state["best_epoch"]), best_valid_loss=float(state["best_loss"]),
+                     epochs_run=len(history), history=history, stopped_early=bool(state["stopped"]),
+                     seconds=float(state.get("seconds", 0.0)), resumed_from_epoch=state.get("resumed_from_epoch"),
+                     world_size=int(state.get("world_size", 1)))
+
+
+# ---------------------------------------------------------------------------- the loop
 def fit(
     model: MFModel,
     train: GraphDataset,
     valid: GraphDataset,
     cfg: TrainConfig,
     on_epoch: Callable[[EpochLog], bool | None] | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place; returns the history. The best-validation weights are restored.
 
-    ``on_epoch`` is called after every epoch (progress bars, Ray Tune reports); returning ``True``
-    stops training (e.g. a scheduler pruned the trial).
+    Args:
+        model: the model (with its stages frozen as the strategy wants); returned as the plain
+            module, also when trained data parallel.
+        train, valid: this process's data (its shard when ``torch.distributed`` runs several).
+        cfg: optimisation settings.
+        on_epoch: called after every epoch (progress bars, Ray Tune reports); returning ``True``
+            stops training (e.g. a scheduler pruned the trial). Data parallel: every rank calls it and
+            training stops when any rank asks to.
+        resume: a fit state from ``on_checkpoint`` (after ``torch.save``/``torch.load``): the model,
+            optimiser, scheduler, best weights, early-stopping counters, RNG states and history are
+            restored and training continues at the next epoch. Build ``model`` as for the original
+            run (same spec, same frozen stages). A state whose run stopped early trains no further.
+        checkpoint_every: hand a state to ``on_checkpoint`` after every this many epochs (0: only
+            after the last epoch).
+        on_checkpoint: receives the fit state after every ``checkpoint_every``-th epoch and after the
+            last one (also an early stop), on every rank (data parallel: it is a collective call, and
+            the state holds every rank's RNG state). The state shares tensors with the live model and
+            optimiser: serialise (``torch.save``) or deep-copy it inside the callback.
     """
     t_start = time.perf_counter()
-    seed_everything(cfg.seed, cfg.num_threads)
+    rank, world_size = world()
+    distributed = world_size > 1
+    seed_everything(cfg.seed + rank, cfg.num_threads)
     device = cfg.device
     model.to(device)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed + rank)
     params = trainable_parameters(model)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
@@ -165,47 +303,120 @@ def fit(
     history: list[EpochLog] = []
     stale = 0
     stopped = False
-    for epoch in range(cfg.max_epochs):
+    start, resumed_from, seconds_before = 0, None, 0.0
+
+    if resume is not None:
+        fmt = resume.get("format") if isinstance(resume, dict) else None
+        if fmt != STATE_FORMAT:
+            raise ResumeError(f"not a fit state of format {STATE_FORMAT} (got format {fmt!r})")
+        start = int(resume["epoch"]) + 1
+        resumed_from = start
+        if cfg.unfreeze_epoch is not None and start > cfg.unfreeze_epoch and frozen_stages(model):
+            params = _unfreeze(model, opt, params)
+        if sorted(frozen_stages(model)) != list(resume["frozen"]):
+            raise ResumeError(f"the fit state was saved with frozen stages {list(resume['frozen'])}, the model "
+                              f"has {sorted(frozen_stages(model))}: build and freeze the model as for the original run")
+        try:
+            model.load_state_dict(resume["model"])
+            opt.load_state_dict(resume["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResumeError(f"the fit state does not fit this model: {e}") from None
+        sched.load_state_dict(resume["scheduler"])
+        best_state = resume["best_state"]
+        best_loss, best_epoch = float(resume["best_loss"]), int(resume["best_epoch"])
+        stale, stopped = int(resume["stale"]), bool(resume["stopped"])
+        seconds_before = float(resume.get("seconds", 0.0))
+        names = {f.name for f in fields(EpochLog)}
+        history = [EpochLog(**{k: v for k, v in h.items() if k in names}) for h in resume["history"]]
+        rngs = resume["rng"]
+        if rank < len(rngs):
+            _set_rng_state(rngs[rank], rng, device)
+        else:  # more processes than the run that saved the state: a fresh, deterministic stream
+            seed_everything(cfg.seed + rank + 7919 * start, cfg.num_threads)
+            rng = np.random.default_rng([cfg.seed + rank, start])
+
+    def state(epoch: int) -> dict[str, Any]:
+        own = _rng_state(rng, device)
+        if distributed:
+            rngs: list[Any] = [None] * world_size
+            dist.all_gather_object(rngs, own)
+        else:
+            rngs = [own]
+        return {
+            "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "best_state": best_state, "best_loss": float(best_loss),
+            "best_epoch": best_epoch, "stale": stale, "stopped": stopped, "frozen": sorted(frozen_stages(model)),
+            "history": [asdict(h) for h in history], "rng": rngs, "world_size": world_size,
+            "seconds": seconds_before + time.perf_counter() - t_start, "resumed_from_epoch": resumed_from,
+        }
+
+    net = _wrap_ddp(model, device) if distributed else None
+    for epoch in range(start, cfg.max_epochs):
+        if stopped:
+            break
         t0 = time.perf_counter()
         if cfg.unfreeze_epoch is not None and epoch == cfg.unfreeze_epoch and frozen_stages(model):
-            from mfray.models.freezing import freeze
-
-            freeze(model, [])
-            opt.add_param_group({"params": [p for p in model.parameters() if all(p is not q for q in params)],
-                                 "lr": opt.param_groups[0]["lr"]})
-            params = trainable_parameters(model)
+            params = _unfreeze(model, opt, params)
+            net = _wrap_ddp(model, device) if distributed else None
         train_mode(model)
         vgae_terms = "encoder" not in frozen_stages(model)
+        steps = train.num_batches(cfg.batch_size)
+        if cfg.max_steps_per_epoch is not None:
+            steps = min(steps, cfg.max_steps_per_epoch)
+        if distributed:  # DDP hangs unless every rank takes the same number of steps
+            steps = int(_all_reduce([steps], device, dist.ReduceOp.MIN)[0])
         total, n, parts_sum = 0.0, 0, {}
-        for g, y, aux in train.batches(cfg.batch_size, shuffle=True, rng=rng):
-            g, y = g.to(device), y.to(device)
-            aux = aux.to(device) if aux is not None else None
-            loss, parts = _batch_loss(model, g, y, aux, cfg, vgae_terms)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            b = g.num_graphs
-            total += float(loss.detach()) * b
-            n += b
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v * b
-        val = evaluate_loss(model, valid, max(cfg.batch_size, 256), device)
+        step = 0
+        if steps > 0:
+            for g, y, aux in train.batches(cfg.batch_size, shuffle=True, rng=rng):
+                g, y = g.to(device), y.to(device)
+                aux = aux.to(device) if aux is not None else None
+                loss, parts = _batch_loss(model, g, y, aux, cfg, vgae_terms, net)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                b = g.num_graphs
+                total += float(loss.detach()) * b
+                n += b
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v * b
+                step += 1
+                if step >= steps:
+                    break
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        train_s = time.perf_counter() - t0
+        if distributed:
+            _sync_buffers(model)
+        val_total, val_n = _eval_sums(model, valid, max(cfg.batch_size, 256), device)
+        if distributed:
+            keys = ("task", "recon", "kl")
+            sums = _all_reduce([total, n, val_total, val_n, *(parts_sum.get(k, 0.0) for k in keys),
+                                1.0 if "recon" in parts_sum else 0.0], device)
+            total, n, val_total, val_n = sums[0], int(sums[1]), sums[2], int(sums[3])
+            parts_sum = {k: v for k, v in zip(keys, sums[4:7]) if k == "task" or sums[7] > 0}
+        val = val_total / max(val_n, 1)
         sched.step(val)
         log = EpochLog(epoch=epoch, train_loss=total / max(n, 1), valid_loss=val, lr=opt.param_groups[0]["lr"],
-                       seconds=time.perf_counter() - t0, parts={k: v / max(n, 1) for k, v in parts_sum.items()})
+                       seconds=time.perf_counter() - t0, parts={k: v / max(n, 1) for k, v in parts_sum.items()},
+                       graphs=int(n), train_seconds=train_s, graphs_per_s=n / train_s if train_s > 0 else 0.0,
+                       steps=step)
         history.append(log)
         if val < best_loss - 1e-12:
             best_loss, best_epoch, stale = val, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-        if on_epoch is not None and on_epoch(log):
+        stop = bool(on_epoch(log)) if on_epoch is not None else False
+        if distributed:
+            stop = _all_reduce([float(stop)], device, dist.ReduceOp.MAX)[0] > 0
+        if stop or (cfg.patience and stale >= cfg.patience):
             stopped = True
-            break
-        if cfg.patience and stale >= cfg.patience:
-            stopped = True
-            break
+        last = stopped or epoch == cfg.max_epochs - 1
+        if on_checkpoint is not None and (last or (checkpoint_every > 0 and (epoch + 1) % checkpoint_every == 0)):
+            on_checkpoint(state(epoch))
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(best_epoch=best_epoch, best_valid_loss=best_loss, epochs_run=len(history), history=history,
-                     stopped_early=stopped, seconds=time.perf_counter() - t_start)
+                     stopped_early=stopped, seconds=time.perf_counter() - t_start, resumed_from_epoch=resumed_from,
+                     world_size=world_size)
