@@ -221,9 +221,38 @@ def lf_split(store: GraphStore, fidelity: str, valid_fraction: float, seed: int,
     return targets, ids[perm[n_valid:]], ids[perm[:n_valid]], wide
 
 
-def pretrain_lf(store: GraphStore, cfg: LFRunConfig, out_dir: str | Path,
-                on_epoch: Callable[[EpochLog], bool | None] | None = None) -> tuple[Path, FitResult]:
-    """Train a supervised VGAE on the low-fidelity labels of a store; write ``out_dir/lf.ckpt``."""
+@dataclass
+class LFSetup:
+    """What every process of one LF pretraining agrees on before any graph is read: the model spec,
+    the LF targets, the train/valid molecules and their scaled labels (the scaler is fitted on the
+    whole training set, so all ranks of a data-parallel run scale alike)."""
+
+    dataset: str
+    fidelity: str
+    targets: list[str]
+    spec: ModelSpec
+    train_ids: np.ndarray
+    valid_ids: np.ndarray
+    y_train: np.ndarray  # scaled, aligned with train_ids
+    y_valid: np.ndarray
+    scaler: Scaler
+
+
+@dataclass
+class LFPrepared:
+    """One process's share of an LF pretraining: the freshly initialised model and its data shard."""
+
+    setup: LFSetup
+    model: MFModel
+    train: GraphDataset
+    valid: GraphDataset
+    rank: int = 0
+    world_size: int = 1
+    load_seconds: float = 0.0
+
+
+def lf_setup(store: GraphStore, cfg: LFRunConfig) -> LFSetup:
+    """Resolve the LF task of ``store`` under ``cfg``: reads the label table only, no graphs."""
     ds_spec = store.manifest["spec"]
     fidelity = cfg.fidelity or ds_spec["fidelities"][0]
     targets, train_ids, valid_ids, wide = lf_split(store, fidelity, cfg.valid_fraction, cfg.train.seed, cfg.max_molecules)
@@ -235,20 +264,67 @@ def pretrain_lf(store: GraphStore, cfg: LFRunConfig, out_dir: str | Path,
     fz = ds_spec.get("featurizer", {})
     spec = ModelSpec(**{"featurizer": fz.get("preset", "default"), "max_atomic_number": fz.get("max_atomic_number"),
                         "readout": cfg.readout, "n_targets": len(targets), **cfg.model})
-    seed_everything(cfg.train.seed, cfg.train.num_threads)
-    model = build_model(spec)
+    return LFSetup(dataset=ds_spec["name"], fidelity=fidelity, targets=targets, spec=spec, train_ids=train_ids,
+                   valid_ids=valid_ids, y_train=scaler.transform(y_train), y_valid=scaler.transform(y_valid),
+                   scaler=scaler)
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:
+    """Positions of rank ``rank``'s shard of ``n`` items: every ``world_size``-th, so shard sizes differ
+    by at most one (the LF ids are already in a seeded random order)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise MfrayError(f"bad shard: rank {rank} of world size {world_size}")
+    return np.arange(rank, n, world_size)
+
+
+def prepare_lf(store: GraphStore, cfg: LFRunConfig, *, rank: int = 0, world_size: int = 1,
+               shard_valid: bool = True) -> LFPrepared:
+    """Build the LF model (seeded: identical on every rank) and load ONLY this rank's shard of the
+    training molecules (and of the validation molecules with ``shard_valid``) from the store, so each
+    process of a data-parallel run holds 1/world_size of the graphs."""
+    setup = lf_setup(store, cfg)
+    seed_everything(cfg.train.seed, cfg.train.num_threads)  # the initial weights depend on the seed only
+    model = build_model(setup.spec)
+    tr = shard_indices(len(setup.train_ids), rank, world_size)
+    va = shard_indices(len(setup.valid_ids), rank, world_size) if shard_valid else np.arange(len(setup.valid_ids))
     t0 = time.perf_counter()
-    train = _datasets(store, spec, train_ids, scaler.transform(y_train), None)
-    valid = _datasets(store, spec, valid_ids, scaler.transform(y_valid), None)
-    load_s = time.perf_counter() - t0
-    res = fit(model, train, valid, cfg.train, on_epoch=on_epoch)
+    train = _datasets(store, setup.spec, setup.train_ids[tr], setup.y_train[tr], None)
+    valid = _datasets(store, setup.spec, setup.valid_ids[va], setup.y_valid[va], None)
+    return LFPrepared(setup=setup, model=model, train=train, valid=valid, rank=rank, world_size=world_size,
+                      load_seconds=time.perf_counter() - t0)
+
+
+def lf_checkpoint_info(prep: LFPrepared, cfg: LFRunConfig) -> dict[str, Any]:
+    """What ``lf.ckpt`` records besides the weights (JSON-able): model spec, label scaler and meta.
+    ``best_epoch`` is added by :func:`write_lf_outputs`."""
+    s = prep.setup
+    return {"model_spec": s.spec.model_dump(mode="json"), "scalers": {"y": s.scaler.to_dict()},
+            "meta": {"dataset": s.dataset, "fidelity": s.fidelity, "targets": s.targets,
+                     "n_train": int(len(s.train_ids)), "n_valid": int(len(s.valid_ids)),
+                     "train_config": asdict(cfg.train), "load_seconds": prep.load_seconds}}
+
+
+def write_lf_outputs(out_dir: str | Path, model: MFModel, info: dict[str, Any], res: FitResult,
+                     extra_meta: dict[str, Any] | None = None) -> Path:
+    """Write ``out_dir/lf.ckpt`` (the best-validation ``model``) and ``out_dir/history.json``, atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": ds_spec["name"], "fidelity": fidelity, "targets": targets, "n_train": int(len(train_ids)),
-            "n_valid": int(len(valid_ids)), "best_epoch": res.best_epoch, "train_config": asdict(cfg.train),
-            "load_seconds": load_s}
-    path = save_checkpoint(out / "lf.ckpt", model, kind="lf", scalers={"y": scaler.to_dict()}, meta=meta)
+    m = info["meta"]
+    meta = {"dataset": m["dataset"], "fidelity": m["fidelity"], "targets": m["targets"], "n_train": m["n_train"],
+            "n_valid": m["n_valid"], "best_epoch": res.best_epoch, "train_config": m["train_config"],
+            "load_seconds": m["load_seconds"], **(extra_meta or {})}
+    path = save_checkpoint(out / "lf.ckpt", model, kind="lf", scalers=info["scalers"], meta=meta)
     write_json_atomic(out / "history.json", res.to_dict())
+    return path
+
+
+def pretrain_lf(store: GraphStore, cfg: LFRunConfig, out_dir: str | Path,
+                on_epoch: Callable[[EpochLog], bool | None] | None = None) -> tuple[Path, FitResult]:
+    """Train a supervised VGAE on the low-fidelity labels of a store in this process; write
+    ``out_dir/lf.ckpt`` and ``history.json``. (``mfray.run.pretrain`` runs the same pieces on Ray Train.)"""
+    prep = prepare_lf(store, cfg)
+    res = fit(prep.model, prep.train, prep.valid, cfg.train, on_epoch=on_epoch)
+    path = write_lf_outputs(out_dir, prep.model, lf_checkpoint_info(prep, cfg), res)
     return path, res
 
 
