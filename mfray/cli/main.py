@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mfray.cli import data as data_cmd
     from mfray.cli import featurize as featurize_cmd
     from mfray.cli import report as report_cmd
+    from mfray.cli import study as study_cmd
     from mfray.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(sub)
     baseline_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
+    study_cmd.add_parser(sub)
     return parser
 
 

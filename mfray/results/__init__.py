@@ -5,7 +5,7 @@
 No torch, no ray: this layer reads and writes tables only.
 """
 
-from mfray.results.record import BASE_SCHEMA, ResultsError, RunRecord, Versions, flatten_params
+from mfray.results.record import BASE_SCHEMA, ResultsError, RunRecord, Versions, flatten_params, make_run_key
 from mfray.results.store import ResultsStore
 
-__all__ = ["BASE_SCHEMA", "ResultsError", "ResultsStore", "RunRecord", "Versions", "flatten_params"]
+__all__ = ["BASE_SCHEMA", "ResultsError", "ResultsStore", "RunRecord", "Versions", "flatten_params", "make_run_key"]

@@ -123,6 +123,15 @@ def _current_versions() -> Versions:
     )
 
 
+def make_run_key(*, study: str, task: str, setting: str, strategy: str, readout: str | None, model: str,
+                 split_seed: int, config_hash: str) -> str:
+    """The run key of a run with this identity (:data:`KEY_FIELDS`), known before the run is fitted:
+    a study checks ``ResultsStore.has_run(make_run_key(...))`` to skip work that is already stored."""
+    ident = {"study": study, "task": task, "setting": setting, "strategy": strategy, "readout": readout,
+             "model": model, "split_seed": split_seed, "config_hash": config_hash}
+    return hash_obj({k: ident[k] for k in KEY_FIELDS}, n=20)
+
+
 def flatten_params(params: Mapping[str, Any], prefix: str = PARAM_PREFIX) -> dict[str, Any]:
     """``{"lr": 1e-3, "model": {"hidden_dim": 256}}`` -> ``{"params_lr": ..., "params_model__hidden_dim": 256}``.
 
@@ -249,8 +258,7 @@ class RunRecord:
     def run_key(self) -> str:
         """Content key of the run's identity (:data:`KEY_FIELDS`); the file name of its part."""
         ident = {k: getattr(self, k) for k in KEY_FIELDS if k != "config_hash"}
-        ident["config_hash"] = self.resolved_config_hash
-        return hash_obj(ident, n=20)
+        return make_run_key(**ident, config_hash=self.resolved_config_hash)
 
     def to_arrow(self) -> pa.Table:
         """The run's rows: one per (fold, metric), folds in train/valid/test order, metrics sorted."""

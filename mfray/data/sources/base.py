@@ -67,6 +67,11 @@ class Source(ABC):
         return {}
 
     @abstractmethod
+    def missing(self) -> str | None:
+        """Why this source's data is not on this machine (None: it is), checked without reading it:
+        a study with ``missing_data = "skip"`` runs on the datasets that are present and names the rest."""
+        return None
+
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this source's content (file sizes and digests, AIDs, ...): a cache key."""
 

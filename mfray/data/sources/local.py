@@ -48,6 +48,10 @@ class LocalFilesSource(Source):
     def path(self, key: str) -> Path:
         return self.spec.resolve_path(self.src.files[key].path)
 
+    def missing(self) -> str | None:
+        absent = [str(self.path(k)) for k in self.src.files if not self.path(k).exists()]
+        return f"file(s) not found: {', '.join(absent)}" if absent else None
+
     def fingerprint(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key in self.src.files:

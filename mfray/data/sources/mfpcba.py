@@ -535,6 +535,18 @@ class PubchemMfpcbaSource(Source):
     def _cached(self, aid: int) -> _ChunkedList:
         return _ChunkedList(self.cache_dir / f"aid_{aid}", "sids")
 
+    def missing(self) -> str | None:
+        absent = []
+        for aid in self.aids:
+            local = self.local_path(aid)
+            if local is not None:
+                if not local.exists():
+                    absent.append(f"AID {aid} local table {local} not found")
+            elif self._cached(aid).complete() is None:
+                absent.append(f"AID {aid} not downloaded (cache {self.cache_dir}; `mfray featurize "
+                              f"{self.spec.name}` with network access downloads it)")
+        return "; ".join(absent) or None
+
     def fingerprint(self) -> dict[str, Any]:
         """AIDs, columns and transform, plus digests of local tables and of complete cached downloads.
 

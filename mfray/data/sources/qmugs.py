@@ -136,6 +136,9 @@ class QmugsSummarySource(Source):
     def path(self) -> Path:
         return self.spec.resolve_path(self.src.summary_csv)
 
+    def missing(self) -> str | None:
+        return None if self.path.exists() else f"QMugs summary file {self.path} not found"
+
     def fingerprint(self) -> dict[str, Any]:
         p = self.path
         check_exists(p, f"QMugs summary file of dataset {self.spec.name!r}")

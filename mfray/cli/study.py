@@ -1,0 +1,81 @@
+"""``mfray study run|status STUDY.toml``: run a study on Ray (local or cluster), or show its progress."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+DEFAULT_STORAGE = "mfray_results"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("study", help="run a study (tasks x strategies x search x seeds) on Ray, or show its status",
+                       description="A study featurises its datasets, pretrains the LF models its strategies need "
+                       "(Ray Train), searches each (task, setting, strategy) with Ray Tune + Optuna + ASHA, refits "
+                       "the best configuration on every split seed and appends one row set per run to the results "
+                       "store. Every step is keyed by content: re-running skips what is done, and a killed run "
+                       "resumes where it stopped.")
+    ss = p.add_subparsers(dest="study_verb", metavar="ACTION")
+    ss.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("study", metavar="STUDY.toml", help="study spec (see studies/)")
+    common.add_argument("--storage", metavar="PATH_OR_URI", default=None,
+                        help=f"where results, LF models, searches and Ray experiments go (default ./{DEFAULT_STORAGE}; "
+                        "a shared path or s3://... URI on a cluster)")
+    common.add_argument("--smoke", action="store_true",
+                        help="a minutes-long version (2 seeds, 2 trials, 3 epochs, small models) recorded as study <name>-smoke")
+    common.add_argument("--store-root", metavar="DIR", help="graph store root (default: $MFRAY_CACHE/graphs)")
+    r = ss.add_parser("run", parents=[common], help="run (or resume) a study and print its report")
+    r.add_argument("--format", dest="fmt", choices=("md", "latex", "csv"), default="md", help="report format")
+    r.add_argument("--no-report", action="store_true", help="do not print the report at the end")
+    r.add_argument("--plots", metavar="DIR", help="also write the report's PNG figures into DIR")
+    r.set_defaults(func=run)
+    s = ss.add_parser("status", parents=[common], help="what is done, running, failed, pending")
+    s.add_argument("-v", "--verbose", action="store_true", help="list every step, not only the unfinished ones")
+    s.set_defaults(func=status)
+
+
+def _plan(args: argparse.Namespace):
+    from mfray.run.study import load_study, make_plan
+
+    study = load_study(args.study)
+    if args.smoke:
+        study = study.smoke()
+    storage = args.storage or os.environ.get("MFRAY_STUDY_STORAGE") or DEFAULT_STORAGE
+    return make_plan(study, storage, store_root=args.store_root)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mfray.results.report import make_report
+    from mfray.results.store import ResultsStore
+    from mfray.run.study.runner import run_study
+
+    t0 = time.perf_counter()
+    plan = _plan(args)
+    print(f"study {plan.study.name}: {len(plan.tasks)} task(s), {len(plan.searches)} search(es), "
+          f"{len(plan.lf)} LF model(s); storage {plan.storage}", file=sys.stderr)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    outcome = run_study(plan, log=log)
+    print(f"study {plan.study.name} done in {time.perf_counter() - t0:.0f} s: {outcome.summary()}", file=sys.stderr)
+    if outcome.failures:
+        print(f"{len(outcome.failures)} failure(s) (also in {plan.study_dir.child('failures.json')}):", file=sys.stderr)
+        for f in outcome.failures:
+            print(f"  {f['step']} {f.get('search') or f.get('run')}: {f['error']}", file=sys.stderr)
+    store = ResultsStore(plan.results.uri)
+    if not args.no_report and plan.study.name in store.studies():
+        sys.stdout.write(make_report(store, study=plan.study.name, fmt=args.fmt, plots_dir=args.plots))
+        print(f"results: {plan.results}  (mfray report {plan.storage} --study {plan.study.name})", file=sys.stderr)
+    return 1 if any(f["step"] == "search" for f in outcome.failures) else 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from mfray.run.study.status import study_status
+
+    plan = _plan(args)
+    sys.stdout.write(study_status(plan).render(verbose=args.verbose))
+    return 0

@@ -1,0 +1,250 @@
+"""The plan of a study: every step, its content key and where its output lives (no Ray, no training).
+
+Storage layout under ``--storage`` (a folder or URI)::
+
+    results/study=<name>/run-<run_key>.parquet   the central results table (one part per finished run)
+    lf/<lf_key>/lf.ckpt, outputs.parquet          LF models and their predictions/embeddings per molecule
+    search/<search_key>/best.json, trials.json     one search per (task, setting, strategy)
+    runs/<run_key>/predictions.parquet            per-run test/valid/train predictions
+    studies/<name>/driver.json, spec.json          who is running the study, the resolved spec
+    ray/                                          Ray Tune / Ray Train experiment folders
+
+Keys are content hashes of everything that determines a step's output, so two studies that need
+the same LF model or the same search share it, and a re-run finds finished steps by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mfray.data.catalog import list_specs, resolve_spec
+from mfray.data.featurize import extractor_for
+from mfray.data.sources import build_source
+from mfray.data.specs import DatasetSpec
+from mfray.data.store import GraphStore, default_root, store_key
+from mfray.results.record import make_run_key
+from mfray.run.study.space import lf_model_config
+from mfray.run.study.spec import StudySpec, TaskRef
+from mfray.transfer import LF_EMBEDDING, LF_PREDICTION, get_strategy
+from mfray.utils.errors import MfrayError, SpecError
+from mfray.utils.hashing import hash_obj
+from mfray.utils.location import Location
+
+#: strategies whose inputs come from an LF model's outputs (predictions / embeddings)
+_NEEDS_OUTPUTS = (LF_PREDICTION, LF_EMBEDDING)
+
+
+@dataclass
+class TaskPlan:
+    ref: TaskRef
+    spec: DatasetSpec
+    store_key: str
+    store_path: str
+    seeds: list[int]
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.name
+
+    @property
+    def ident(self) -> dict[str, Any]:
+        return {"store": self.store_key, "dataset": self.spec.name, "targets": self.ref.targets,
+                "lf_target": self.ref.lf_target}
+
+    def store(self) -> GraphStore:
+        return GraphStore(self.store_path)
+
+
+@dataclass
+class LFPlan:
+    dataset: str
+    store_key: str
+    store_path: str
+    readout: str
+    key: str
+    config: dict[str, Any]
+    location: Location
+
+    @property
+    def checkpoint(self) -> Location:
+        return self.location.child("lf.ckpt")
+
+    @property
+    def outputs(self) -> Location:
+        return self.location.child("outputs.parquet")
+
+
+@dataclass
+class SearchPlan:
+    task: TaskPlan
+    setting: str
+    strategy: str
+    key: str
+    lf: dict[str, LFPlan]  # LF readout -> plan (pretrained strategies: every readout they may start from)
+    outputs_lf: LFPlan | None  # the LF model whose outputs feed predicted_label / hybrid / embeddings
+    location: Location
+
+    @property
+    def label(self) -> str:
+        return f"{self.task.dataset} {self.setting} {self.strategy}"
+
+    @property
+    def best(self) -> Location:
+        return self.location.child("best.json")
+
+    @property
+    def trials(self) -> Location:
+        return self.location.child("trials.json")
+
+
+@dataclass
+class StudyPlan:
+    study: StudySpec
+    storage: Location
+    tasks: list[TaskPlan]
+    missing: list[tuple[str, str]]  # (dataset, reason) of tasks skipped for absent data
+    lf: list[LFPlan]
+    searches: list[SearchPlan]
+    store_root: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def results(self) -> Location:
+        return self.storage.child("results")
+
+    @property
+    def ray_storage(self) -> Location:
+        return self.storage.child("ray")
+
+    @property
+    def study_dir(self) -> Location:
+        return self.storage.child("studies", self.study.name)
+
+    def run_dir(self, run_key: str) -> Location:
+        return self.storage.child("runs", run_key)
+
+
+def _task_refs(study: StudySpec) -> list[TaskRef]:
+    refs = [TaskRef(dataset=t) if isinstance(t, str) else t for t in study.tasks]
+    if study.task_tags:
+        want = set(study.task_tags)
+        for entry in list_specs():
+            if entry.spec is not None and want <= set(entry.spec.tags):
+                refs.append(TaskRef(dataset=str(entry.path)))
+    return refs
+
+
+def _resolve(ref: TaskRef, base_dir) -> tuple[DatasetSpec | None, str | None]:
+    """The first of ``ref.dataset`` and its alternatives whose data is here, or (None, why not)."""
+    reasons = []
+    for name in [ref.dataset, *ref.alternatives]:
+        candidate = base_dir / name if name.endswith(".toml") and not name.startswith("/") else name
+        try:
+            spec = resolve_spec(str(candidate) if (base_dir / name).exists() else name)
+            why = build_source(spec).missing()
+        except SpecError as e:
+            why = str(e)
+            spec = None
+        if spec is not None and why is None:
+            return spec, None
+        reasons.append(f"{name}: {why}")
+    return None, "; ".join(reasons)
+
+
+def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> StudyPlan:
+    """Resolve a study into its steps. Reads dataset specs and file headers only; trains nothing."""
+    loc = Location(storage)
+    root = str(store_root or default_root())
+    tasks: list[TaskPlan] = []
+    missing: list[tuple[str, str]] = []
+    seen: set[tuple] = set()
+    for ref in _task_refs(study):
+        spec, why = _resolve(ref, study.base_dir)
+        if spec is None:
+            if study.missing_data == "error":
+                raise MfrayError(f"study {study.name}: no data for task {ref.dataset}: {why} "
+                                 "(set missing_data = \"skip\" to run on the tasks that have data)")
+            missing.append((ref.dataset, why or "absent"))
+            continue
+        ident = (spec.name, tuple(ref.targets or ()), ref.lf_target)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        source = build_source(spec)
+        key = store_key(spec, source.fingerprint(), extractor_for(spec).spec())
+        seeds = list(spec.split.seeds) if study.split_seeds == "spec" else list(study.split_seeds)
+        if study.max_seeds:
+            seeds = seeds[: study.max_seeds]
+        if not seeds:
+            raise MfrayError(f"study {study.name}: dataset {spec.name} has no split seeds")
+        if study.search.seed_index >= len(seeds):
+            raise MfrayError(f"study {study.name}: search.seed_index {study.search.seed_index} but only "
+                             f"{len(seeds)} split seeds")
+        tasks.append(TaskPlan(ref=ref if ref.dataset == spec.name else ref.model_copy(update={"dataset": spec.name}),
+                              spec=spec, store_key=key, store_path=f"{root}/{spec.name}/{key}", seeds=seeds))
+
+    lf_plans: dict[str, LFPlan] = {}
+
+    def lf_for(task: TaskPlan, readout: str) -> LFPlan:
+        p = study.pretrain
+        config = {"store": task.store_key, "readout": readout, "model": lf_model_config(study, readout),
+                  "train": {"max_epochs": p.max_epochs, "batch_size": p.batch_size, "lr": p.lr, "seed": p.seed},
+                  "max_molecules": p.max_molecules, "valid_fraction": p.valid_fraction,
+                  "num_workers": p.num_workers}
+        key = hash_obj(config)
+        if key not in lf_plans:
+            lf_plans[key] = LFPlan(dataset=task.dataset, store_key=task.store_key, store_path=task.store_path,
+                                   readout=readout, key=key, config=config, location=loc.child("lf", key))
+        return lf_plans[key]
+
+    searches: list[SearchPlan] = []
+    for task in tasks:
+        for setting in study.settings:
+            for name in study.strategies:
+                s = get_strategy(name)
+                lf = {r: lf_for(task, r) for r in study.lf_readouts(name)} if s.pretrained else {}
+                outputs_lf = None
+                if study.lf_inputs == "pretrained" and any(k in s.inputs for k in _NEEDS_OUTPUTS):
+                    outputs_lf = lf_for(task, study.pretrain.artifact_readout)
+                ident = {
+                    "task": task.ident, "setting": setting, "strategy": name, "seed": task.seeds[study.search.seed_index],
+                    "search": study.search.model_dump(mode="json", exclude={"storage", "max_concurrent_trials"}),
+                    "train": study.train, "model": study.model, "readout_kwargs": study.readout_kwargs,
+                    "lf": sorted(p.key for p in lf.values()), "outputs_lf": outputs_lf.key if outputs_lf else None,
+                    "lf_inputs": study.lf_inputs,
+                }
+                key = hash_obj(ident)
+                searches.append(SearchPlan(task=task, setting=setting, strategy=name, key=key, lf=lf,
+                                           outputs_lf=outputs_lf, location=loc.child("search", key)))
+    return StudyPlan(study=study, storage=loc, tasks=tasks, missing=missing, lf=list(lf_plans.values()),
+                     searches=searches, store_root=root)
+
+
+# ---------------------------------------------------------------------------------- run identities
+def task_name(task: TaskPlan, targets: list[str]) -> str:
+    """The ``task`` column of result rows (what ``Task.name`` gives): ``<dataset>:<fidelity>/<targets>``."""
+    fid = task.spec.split.fidelity or task.spec.fidelities[-1]
+    return f"{task.dataset}:{fid}/{','.join(targets)}"
+
+
+def refit_identity(plan: StudyPlan, search: SearchPlan, config: dict[str, Any], seed: int, task: str) -> dict[str, Any]:
+    """Identity fields of one refit run (for :func:`make_run_key` and the record)."""
+    lf_key = search.lf[config["lf_readout"]].key if config.get("lf_readout") else None
+    config_hash = hash_obj({"config": config, "task": search.task.ident, "lf": lf_key,
+                            "outputs_lf": search.outputs_lf.key if search.outputs_lf else None,
+                            "lf_inputs": plan.study.lf_inputs})
+    return {"study": plan.study.name, "task": task, "setting": search.setting, "strategy": search.strategy,
+            "readout": config.get("readout") or config.get("lf_readout"), "model": "gnn", "split_seed": int(seed),
+            "config_hash": config_hash}
+
+
+def baseline_identity(plan: StudyPlan, task: TaskPlan, baseline: str, seed: int, task_label: str) -> dict[str, Any]:
+    config_hash = hash_obj({"baseline": baseline, "grid": plan.study.baseline_grid, "features": "morgan",
+                            "task": task.ident})
+    return {"study": plan.study.name, "task": task_label, "setting": "transductive", "strategy": baseline,
+            "readout": None, "model": baseline, "split_seed": int(seed), "config_hash": config_hash}
+
+
+def run_key(identity: dict[str, Any]) -> str:
+    return make_run_key(**identity)

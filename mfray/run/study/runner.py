@@ -1,0 +1,450 @@
+"""``run_study``: the study plan of DESIGN.md on Ray, every step idempotent and keyed by content.
+
+1. featurise every dataset (graph store cache; Ray Data for large sources)
+2. pretrain each LF model the strategies need (Ray Train, DDP; resumes from its last checkpoint)
+3. export LF predictions/embeddings for every molecule (Ray task)
+4. search each (task, setting, strategy): Tuner(function trainable) + OptunaSearch (seeded TPE,
+   define-by-run space) + ASHA fed per epoch; max_concurrent_trials and per-trial resources
+5. refit the best configuration on every split seed (Ray tasks), evaluate the best-validation model
+6. append one results part per finished run as it finishes (written once, by run key)
+
+A step whose output exists is skipped, so re-running a finished study trains nothing, and killing
+the driver at any point then re-running resumes: an interrupted search is restored from Ray Tune's
+experiment state (finished trials are not re-run), an interrupted pretraining continues from its
+last checkpoint, and a run whose results part exists is never run again.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Callable
+
+from mfray.results.record import RunRecord
+from mfray.results.store import ResultsStore
+from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, baseline_identity, refit_identity, run_key
+from mfray.run.study.space import resolve_config, suggest
+from mfray.run.study.trial import TrialContext, baseline, export_lf_outputs, hf_trial, refit
+from mfray.utils.errors import MfrayError
+
+
+@dataclass
+class StudyOutcome:
+    """What a run of the study did: counts per step (``done`` = found finished, ``ran`` = ran now)."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, step: str, what: str, n: int = 1) -> None:
+        self.counts.setdefault(step, {}).setdefault(what, 0)
+        self.counts[step][what] += n
+
+    def summary(self) -> str:
+        parts = []
+        for step, c in self.counts.items():
+            parts.append(f"{step}: " + ", ".join(f"{v} {k}" for k, v in c.items()))
+        return "; ".join(parts)
+
+
+class _Heartbeat:
+    """``studies/<name>/driver.json``: who runs the study, which phase, last sign of life."""
+
+    def __init__(self, plan: StudyPlan, every: float = 10.0) -> None:
+        self.loc = plan.study_dir.child("driver.json")
+        self.state: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv,
+                                      "started_at": datetime.now(UTC).isoformat(), "phase": "starting",
+                                      "state": "running"}
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="mfray-heartbeat")
+
+    def _write(self) -> None:
+        self.state["updated_at"] = datetime.now(UTC).isoformat()
+        try:
+            self.loc.write_json(self.state)
+        except OSError:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def __enter__(self) -> _Heartbeat:
+        self._write()
+        self._thread.start()
+        return self
+
+    def phase(self, phase: str) -> None:
+        self.state["phase"] = phase
+        self._write()
+
+    def finish(self, state: str, **extra: Any) -> None:
+        self.state.update(state=state, **extra)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop.set()
+        if self.state["state"] == "running":
+            self.state["state"] = "interrupted" if exc_type in (KeyboardInterrupt, SystemExit) else "failed"
+            if exc is not None:
+                self.state["error"] = f"{type(exc).__name__}: {exc}"
+        self._write()
+
+
+def _context(plan: StudyPlan, search: SearchPlan) -> TrialContext:
+    t = search.task
+    return TrialContext(
+        study=plan.study, store_path=t.store_path, targets=t.ref.targets, lf_target=t.ref.lf_target,
+        setting=search.setting, strategy=search.strategy, search_seed=t.seeds[plan.study.search.seed_index],
+        lf_checkpoints={r: p.checkpoint.uri for r, p in search.lf.items()},
+        outputs=search.outputs_lf.outputs.uri if search.outputs_lf else None)
+
+
+def _optuna_storage(spec: str | None, base_dir):
+    if not spec:
+        return None
+    import optuna
+
+    url = spec if "://" in spec else f"sqlite:///{(base_dir / spec).resolve() if not os.path.isabs(spec) else spec}"
+    return optuna.storages.RDBStorage(url)
+
+
+# ------------------------------------------------------------------------------------- steps
+def featurize_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+    from mfray.data.store import MANIFEST
+    from mfray.run.featurize import featurize_dataset
+
+    for task in plan.tasks:
+        if os.path.exists(os.path.join(task.store_path, MANIFEST)):
+            outcome.add("featurise", "cached")
+            continue
+        sizes = [v.get("size", 0) for v in _fingerprint_sizes(task.spec)]
+        executor = "ray" if sum(sizes) > 20e6 else "local"
+        log(f"featurise {task.dataset} ({executor})")
+        res = featurize_dataset(task.spec, plan.store_root, executor=executor, progress=False, log=lambda m: None)
+        if res.store.path.as_posix() != task.store_path:
+            raise MfrayError(f"{task.dataset}: store built at {res.store.path}, planned {task.store_path} "
+                             "(did the data change while the study started?)")
+        c = res.store.manifest["counts"]
+        log(f"  {c['molecules']:,} molecules, {c['rows_quarantined']:,} rows quarantined")
+        outcome.add("featurise", "ran")
+
+
+def _fingerprint_sizes(spec) -> list[dict[str, Any]]:
+    from mfray.data.sources import build_source
+
+    fp = build_source(spec).fingerprint()
+    return [v for v in fp.values() if isinstance(v, dict) and "size" in v]
+
+
+def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+    import tempfile
+
+    from mfray.run.pretrain import pretrain_lf_distributed
+    from mfray.train.loop import TrainConfig
+    from mfray.train.task import LFRunConfig
+
+    p = plan.study.pretrain
+    for lf in plan.lf:
+        if lf.checkpoint.exists():
+            outcome.add("pretrain", "cached")
+            continue
+        cfg = LFRunConfig(readout=lf.readout, model=lf.config["model"],
+                          train=TrainConfig(lr=p.lr, batch_size=p.batch_size, max_epochs=p.max_epochs, patience=0,
+                                            seed=p.seed),
+                          max_molecules=p.max_molecules, valid_fraction=p.valid_fraction)
+        log(f"pretrain LF model {lf.dataset}/{lf.readout} on Ray Train ({p.num_workers} worker(s), "
+            f"{p.max_epochs} epoch(s)) [{lf.key}]")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = lf.location.path if lf.location.is_local else tmp
+            res = pretrain_lf_distributed(
+                lf.store_path, cfg, out, storage_path=plan.ray_storage.uri, name=f"lf-{lf.key}",
+                num_workers=p.num_workers, use_gpu=p.use_gpu,
+                resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if p.use_gpu else {})},
+                max_failures=p.max_failures, log=log)
+            if not lf.location.is_local:
+                lf.checkpoint.put(res.checkpoint)
+        resumed = f", resumed from epoch {res.resumed_from_epoch}" if res.resumed_from_epoch is not None else ""
+        log(f"  {res.epochs_run} epoch(s){resumed}, {res.graphs_per_s:,.0f} graphs/s")
+        outcome.add("pretrain", "ran")
+
+
+def outputs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+    import ray
+
+    needed: dict[str, LFPlan] = {s.outputs_lf.key: s.outputs_lf for s in plan.searches if s.outputs_lf}
+    todo = []
+    for lf in needed.values():
+        if lf.outputs.exists():
+            outcome.add("lf outputs", "cached")
+        else:
+            todo.append(lf)
+    if not todo:
+        return
+    task = ray.remote(num_cpus=1)(export_lf_outputs)
+    refs = {task.remote(lf.checkpoint.uri, lf.store_path, lf.outputs.uri): lf for lf in todo}
+    for ref, lf in refs.items():
+        n = ray.get(ref)
+        log(f"LF outputs {lf.dataset}/{lf.readout}: {n:,} molecules")
+        outcome.add("lf outputs", "ran")
+
+
+def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+    """Run (or resume) one search; write ``trials.json`` and, when a trial finished, ``best.json``."""
+    import optuna
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # one line per search from mfray, not Tune's tables
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    study = plan.study
+    if search.best.exists():
+        outcome.add("search", "cached")
+        return
+    previous = search.trials.read_json() if search.trials.exists() else None
+    retry = int(previous.get("retry", 0)) + 1 if previous else 0
+    name = f"search-{search.key}" + (f"-r{retry}" if retry else "")
+    ctx = _context(plan, search)
+    trainable = tune.with_resources(tune.with_parameters(hf_trial, ctx=ctx),
+                                    {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial})
+    path = f"{plan.ray_storage.uri}/{name}"
+    max_t = int(study.train.get("max_epochs", 1000))
+    run_config = tune.RunConfig(name=name, storage_path=plan.ray_storage.uri, verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=study.failure.trial_retries))
+    if tune.Tuner.can_restore(path):
+        log(f"search {search.label}: resuming an interrupted search [{search.key}]")
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        outcome.add("search", "resumed")
+    else:
+        log(f"search {search.label}: {study.search.num_samples} trial(s), at most "
+            f"{study.search.max_concurrent_trials} at once [{search.key}]")
+        sampler = optuna.samplers.TPESampler(seed=study.search.seed, n_startup_trials=study.search.n_startup_trials)
+        # metric/mode go to the searcher and the scheduler themselves: a define-by-run OptunaSearch
+        # does not pick them up from TuneConfig
+        searcher = OptunaSearch(space=functools.partial(suggest, study=study, strategy=search.strategy),
+                                metric="valid_loss", mode="min", sampler=sampler, storage=_optuna_storage(study.search.storage, study.base_dir),
+                                study_name=f"{study.name}.{search.task.dataset}.{search.setting}.{search.strategy}.{search.key[:8]}")
+        scheduler = ASHAScheduler(metric="valid_loss", mode="min", time_attr="training_iteration", max_t=max_t, grace_period=min(study.search.grace_period, max_t),
+                                  reduction_factor=study.search.reduction_factor)
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler,
+            num_samples=study.search.num_samples, max_concurrent_trials=study.search.max_concurrent_trials),
+            run_config=run_config)
+        outcome.add("search", "ran")
+    grid = tuner.fit()
+    trials = []
+    for r in grid:
+        m = r.metrics or {}
+        params = {k: v for k, v in (r.config or {}).items()}
+        trials.append({
+            "trial_id": m.get("trial_id") or os.path.basename(str(r.path or "")), "params": params,
+            "status": "error" if r.error else "finished", "valid_loss": m.get("valid_loss"),
+            "epochs": m.get("training_iteration"), "attempts": m.get("attempt", 1),
+            "t_start": m.get("t_start"), "t_end": m.get("t"),
+            "error": None if r.error is None else f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1][:500]}",
+        })
+    ok = [t for t in trials if t["status"] == "finished" and t["valid_loss"] is not None]
+    n_err = sum(t["status"] == "error" for t in trials)
+    retried = sum((t["attempts"] or 1) > 1 for t in trials)
+    search.trials.write_json({"search": search.key, "label": search.label, "experiment": path, "retry": retry,
+                              "trials": trials})
+    if n_err or retried:
+        log(f"  {n_err} trial(s) failed after {study.failure.trial_retries} retr(y/ies); {retried} recovered by a retry")
+        for t in trials:
+            if t["status"] == "error":
+                outcome.failures.append({"step": "trial", "search": search.label, "trial": t["trial_id"], "error": t["error"]})
+    if not ok:
+        outcome.failures.append({"step": "search", "search": search.label, "error": "no trial finished"})
+        log(f"  search {search.label} failed: no trial finished")
+        return
+    best = min(ok, key=lambda t: t["valid_loss"])
+    config = resolve_config(study, search.strategy, best["params"])
+    search.best.write_json({"search": search.key, "label": search.label, "trial_id": best["trial_id"],
+                            "valid_loss": best["valid_loss"], "params": best["params"], "config": config,
+                            "n_trials": len(trials), "n_failed": n_err})
+    log(f"  best {best['trial_id']}: valid loss {best['valid_loss']:.4f} {_short(best['params'])}")
+
+
+def _short(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k != "strategy")
+
+
+@dataclass
+class _Job:
+    kind: str  # "refit" | "baseline"
+    identity: dict[str, Any]
+    key: str
+    ctx: TrialContext
+    params: dict[str, Any]
+    seed: int
+    trial_id: str | None = None
+    attempts: int = 0
+    name: str = ""
+
+
+def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None], task_names: dict[str, str],
+              hb: _Heartbeat | None = None) -> None:
+    """Refit every best configuration on every split seed, and run the baselines; append as they finish."""
+    import ray
+
+    study = plan.study
+    store = ResultsStore(plan.results.uri)
+    jobs: list[_Job] = []
+    for search in plan.searches:
+        if not search.best.exists():
+            continue
+        best = search.best.read_json()
+        config = best["config"]
+        ctx = _context(plan, search)
+        for seed in search.task.seeds:
+            ident = refit_identity(plan, search, config, seed, task_names[search.task.store_path + "|" + str(search.task.ref.targets)])
+            jobs.append(_Job("refit", ident, run_key(ident), ctx, config, seed, best["trial_id"],
+                             name=f"{search.label} seed {seed}"))
+    for task in plan.tasks:
+        if not study.baselines:
+            break
+        first = next(s for s in plan.searches if s.task is task) if plan.searches else None
+        ctx = _context(plan, first) if first else TrialContext(study=study, store_path=task.store_path,
+                                                               targets=task.ref.targets, lf_target=task.ref.lf_target,
+                                                               setting="transductive", strategy="base", search_seed=task.seeds[0])
+        ctx = TrialContext(**{**ctx.__dict__, "setting": "transductive", "outputs": None, "lf_checkpoints": {}})
+        for name in study.baselines:
+            for seed in task.seeds:
+                ident = baseline_identity(plan, task, name, seed, task_names[task.store_path + "|" + str(task.ref.targets)])
+                jobs.append(_Job("baseline", ident, run_key(ident), ctx, {"baseline": name, "grid": study.baseline_grid},
+                                 seed, name=f"{task.dataset} {name} seed {seed}"))
+    todo = []
+    for job in jobs:
+        if store.has_run(job.key, study.name):
+            outcome.add("runs", "cached")
+        else:
+            todo.append(job)
+    if not todo:
+        return
+    log(f"runs: {len(todo)} to fit ({len(jobs) - len(todo)} already in the results store)")
+    res = {"num_cpus": study.resources.cpus_per_trial, "num_gpus": study.resources.gpus_per_trial}
+    refit_remote = ray.remote(refit).options(**res)
+    baseline_remote = ray.remote(baseline).options(num_cpus=1)
+
+    def submit(job: _Job):
+        job.attempts += 1
+        if job.kind == "refit":
+            return refit_remote.remote(job.ctx, job.params, job.seed, plan.run_dir(job.key).child("predictions.parquet").uri)
+        return baseline_remote.remote(job.ctx, job.params["baseline"], job.seed, job.params["grid"])
+
+    pending = {submit(j): j for j in todo}
+    done = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        ref = ready[0]
+        job = pending.pop(ref)
+        try:
+            out = ray.get(ref)
+        except Exception as e:  # a failed run is retried per the failure policy, then recorded
+            msg = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:500] if str(e).strip() else ''}"
+            if job.attempts <= study.failure.trial_retries:
+                log(f"  {job.name}: failed ({msg}); retrying")
+                pending[submit(job)] = job
+            else:
+                log(f"  {job.name}: failed after {job.attempts} attempt(s): {msg}")
+                outcome.failures.append({"step": job.kind, "run": job.name, "error": msg})
+                if study.failure.on_error == "stop":
+                    raise MfrayError(f"{job.name} failed: {msg}") from None
+            continue
+        params = job.params if job.kind == "refit" else {**job.params, **{f"best_{k}": v for k, v in out["params"].items()}}
+        rec = RunRecord(study=study.name, task=out["task"], dataset=out["dataset"], setting=job.identity["setting"],
+                        strategy=job.identity["strategy"], model=job.identity["model"], split_seed=job.seed,
+                        metrics=out["metrics"], params=_recordable(params), n_train_hf=out["n_train_hf"],
+                        readout=job.identity["readout"], config_hash=job.identity["config_hash"],
+                        trial_id=job.trial_id, best_epoch=out["best_epoch"], started_at=out["started_at"],
+                        finished_at=out["finished_at"])
+        if rec.run_key != job.key or rec.task != job.identity["task"]:
+            raise MfrayError(f"internal: run key of {job.name} changed between plan and record")
+        store.append_run(rec)
+        done += 1
+        outcome.add("runs", "ran")
+        r2 = out["metrics"].get("test", {}).get("r2")
+        log(f"  [{done}/{len(todo)}] {job.name}: test " + (f"R2 {r2:.3f}" if r2 is not None else
+                                                            str(out["metrics"].get("test"))))
+        if hb:
+            hb.state["runs_done"] = done
+
+
+def _recordable(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty nested mappings (they flatten to nothing) and keep scalars, lists, mappings."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            v = _recordable(v)
+            if not v:
+                continue
+        out[k] = v
+    return out
+
+
+def task_names(plan: StudyPlan) -> dict[str, str]:
+    """Result-row task names per planned task (needs the featurised stores)."""
+    import polars as pl
+
+    out = {}
+    for t in plan.tasks:
+        targets = t.ref.targets
+        if not targets:
+            store = t.store()
+            fid = t.spec.split.fidelity or t.spec.fidelities[-1]
+            targets = store.table("task_labels").filter(pl.col("fidelity") == fid)["target"].unique().sort().to_list()
+        from mfray.run.study.plan import task_name
+
+        out[t.store_path + "|" + str(t.ref.targets)] = task_name(t, targets)
+    return out
+
+
+def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutcome:
+    """Run every step of ``plan`` that is not done yet (see module docstring)."""
+    from mfray.run.runtime import ensure_ray
+
+    t0 = time.perf_counter()
+    outcome = StudyOutcome()
+    study = plan.study
+    for ds, why in plan.missing:
+        log(f"skipping {ds}: {why}")
+    if not plan.tasks:
+        raise MfrayError(f"study {study.name}: none of its tasks has data here")
+    plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))
+    with _Heartbeat(plan) as hb:
+        ensure_ray()
+        hb.phase("featurise")
+        featurize_step(plan, outcome, log)
+        names = task_names(plan)
+        if plan.lf:
+            hb.phase("pretrain")
+            pretrain_step(plan, outcome, log)
+            hb.phase("lf outputs")
+            outputs_step(plan, outcome, log)
+        hb.phase("search")
+        for search in plan.searches:
+            try:
+                search_step(plan, search, outcome, log)
+            except MfrayError:
+                raise
+            except Exception as e:
+                if study.failure.on_error == "stop":
+                    raise
+                outcome.failures.append({"step": "search", "search": search.label, "error": f"{type(e).__name__}: {e}"})
+                log(f"search {search.label} failed: {type(e).__name__}: {e}")
+        hb.phase("runs")
+        runs_step(plan, outcome, log, names, hb)
+        outcome.seconds = time.perf_counter() - t0
+        hb.finish("finished" if not outcome.failures else "finished with failures",
+                  counts=outcome.counts, failures=outcome.failures, seconds=outcome.seconds)
+        plan.study_dir.child("failures.json").write_json(outcome.failures)
+    return outcome

@@ -1,0 +1,312 @@
+"""Study specs: which tasks x settings x strategies x search space x split seeds x budget.
+
+A study spec is a TOML file validated into frozen pydantic models (unknown keys and wrong types are
+errors naming the file, the key and the allowed values). Example (``studies/demo.toml`` is the
+runnable version)::
+
+    name = "demo"
+    tasks = ["aid1445"]                       # dataset spec names or paths (see `mfray data list`)
+    strategies = ["base", "label", "embeddings", "tune_readout"]
+    baselines = ["lf_linear"]
+    split_seeds = "spec"                      # the dataset spec's seeds, or a list [0, 1, 2]
+
+    [train]                                   # HF optimisation (TrainConfig fields)
+    max_epochs = 40
+    patience = 10
+
+    [pretrain]                                # LF models (Ray Train)
+    max_epochs = 3
+    num_workers = 2
+
+    [search]
+    num_samples = 6
+    max_concurrent_trials = 2
+
+    [search.space]
+    readout = ["sum", "sum_mean_max", "set_transformer"]   # or "all": every registered readout
+    lr = { low = 1e-4, high = 3e-3, log = true }
+    hidden_dim = [64, 128]
+    freeze = ["encoder", "none"]              # pretrained strategies only (conditional)
+
+The search space is expressed as an Optuna define-by-run function (:func:`mfray.run.study.space.suggest`):
+``freeze`` and ``unfreeze_epoch`` exist only for strategies that start from an LF model, ``readout``
+only for strategies that do not (those keep the readout of their LF model; ``pretrain.readouts``
+lists the LF readouts a pretrained strategy may choose from), and ``unfreeze_epoch`` only when
+something is frozen.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mfray.data.specs import format_validation_error
+from mfray.utils.errors import SpecError
+from mfray.utils.hashing import hash_obj
+
+#: stage sets a freezing choice may name ("none": fine-tune everything)
+FREEZE_CHOICES = {"none": (), "encoder": ("encoder",), "readout": ("readout",),
+                  "encoder+readout": ("encoder", "readout")}
+#: TrainConfig fields a study may set or search
+TRAIN_KEYS = ("lr", "batch_size", "max_epochs", "patience", "lr_factor", "lr_patience", "weight_decay",
+              "task_weight", "recon_weight", "kl_weight", "num_threads", "device")
+#: ModelSpec fields a study may set or search
+MODEL_KEYS = ("encoder", "hidden_dim", "num_layers", "vgae", "latent_dim", "head_hidden_dim", "encoder_kwargs",
+              "head_kwargs")
+SPECIAL_KEYS = ("readout", "freeze", "unfreeze_epoch")
+SEARCHABLE = ("lr", "batch_size", "weight_decay", "kl_weight", "hidden_dim", "num_layers", "latent_dim",
+              "head_hidden_dim", "encoder", *SPECIAL_KEYS)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Spec):
+    """A numeric range: ``{ low = 1e-4, high = 1e-2, log = true }``; ints when both ends are ints."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return float(self.low).is_integer() and float(self.high).is_integer() and (
+            self.step is None or float(self.step).is_integer())
+
+
+Param = list[Any] | Range
+
+
+class SearchSpec(_Spec):
+    num_samples: int = Field(default=8, ge=1)
+    max_concurrent_trials: int = Field(default=2, ge=1)
+    seed: int = 0  # TPE sampler seed (the search is reproducible given the same trial completion order)
+    n_startup_trials: int = Field(default=4, ge=1)  # random trials before TPE models the space
+    metric: Literal["valid_loss"] = "valid_loss"
+    grace_period: int = Field(default=5, ge=1)  # ASHA: epochs before a trial may be stopped
+    reduction_factor: float = Field(default=2.0, gt=1)
+    seed_index: int = Field(default=0, ge=0)  # which of the split seeds the search runs on
+    storage: str | None = None  # Optuna RDB storage: a SQLite path or a database URL (optuna-dashboard)
+    space: dict[str, Param] = Field(default_factory=dict)
+
+    @field_validator("space")
+    @classmethod
+    def _known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k, p in v.items():
+            if k not in SEARCHABLE:
+                raise ValueError(f"unknown search parameter {k!r}; searchable: {', '.join(SEARCHABLE)}")
+            if isinstance(p, list) and not p:
+                raise ValueError(f"search parameter {k!r} has no choices")
+        if "freeze" in v:
+            choices = v["freeze"]
+            if not isinstance(choices, list) or any(c not in FREEZE_CHOICES for c in choices):
+                raise ValueError(f"freeze choices must be a list of {list(FREEZE_CHOICES)}, got {choices!r}")
+        return v
+
+
+class PretrainSpec(_Spec):
+    """LF models: one per (dataset, LF readout) the strategies need; trained with Ray Train."""
+
+    max_epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=512, ge=2)
+    lr: float = Field(default=5e-5, gt=0)
+    max_molecules: int | None = Field(default=None, ge=10)
+    valid_fraction: float = Field(default=0.05, gt=0, lt=0.5)
+    num_workers: int = Field(default=1, ge=1)  # Ray Train ScalingConfig
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1, gt=0)
+    max_failures: int = Field(default=1, ge=-1)  # worker failures Ray Train recovers from (from the last checkpoint)
+    #: LF readout(s) each pretrained strategy may start from (searched when more than one)
+    readouts: dict[str, list[str]] = Field(default_factory=lambda: {"tune_vgae": ["sum"],
+                                                                     "tune_readout": ["set_transformer"]})
+    #: the LF model whose predictions/embeddings feed predicted_label, hybrid_label and embeddings
+    artifact_readout: str = "set_transformer"
+    seed: int = 0
+
+
+class ResourcesSpec(_Spec):
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0)
+
+
+class FailureSpec(_Spec):
+    trial_retries: int = Field(default=1, ge=0)  # a trial that raises is retried this many times
+    #: what a step that still fails does: "continue" records it and goes on; "stop" ends the study
+    on_error: Literal["continue", "stop"] = "continue"
+
+
+class TaskRef(_Spec):
+    """One task: a dataset (spec name or path), optionally its HF target(s) and LF input target.
+
+    ``alternatives``: other specs of the same task, tried in order when ``dataset``'s data is absent
+    (e.g. a local copy first, the PubChem download second).
+    """
+
+    dataset: str
+    alternatives: list[str] = Field(default_factory=list)
+    targets: list[str] | None = None
+    lf_target: str | None = None
+
+
+class StudySpec(_Spec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    description: str = ""
+    tasks: list[str | TaskRef] = Field(default_factory=list)
+    task_tags: list[str] = Field(default_factory=list)  # add every data spec carrying all these tags
+    missing_data: Literal["error", "skip"] = "error"  # a task whose data files are absent
+    settings: list[Literal["transductive", "inductive"]] = Field(default_factory=lambda: ["transductive"])
+    strategies: list[str] = Field(default_factory=lambda: ["base"])
+    baselines: list[str] = Field(default_factory=list)
+    baseline_grid: Literal["reference", "fast"] = "fast"
+    split_seeds: list[int] | Literal["spec"] = "spec"
+    max_seeds: int | None = Field(default=None, ge=1)
+    lf_inputs: Literal["pretrained", "dataset"] = "pretrained"  # where LF predictions/embeddings come from
+    train: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    readout_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per readout name
+    pretrain: PretrainSpec = PretrainSpec()
+    search: SearchSpec = SearchSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    failure: FailureSpec = FailureSpec()
+    spec_path: str | None = None
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if k not in TRAIN_KEYS]
+        if bad:
+            raise ValueError(f"unknown train setting(s) {bad}; allowed: {', '.join(TRAIN_KEYS)}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if k not in MODEL_KEYS]
+        if bad:
+            raise ValueError(f"unknown model setting(s) {bad}; allowed: {', '.join(MODEL_KEYS)} "
+                             "(readout is searched or set per strategy; readout options go in [readout_kwargs.<name>])")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        from mfray.baselines import BASELINES
+        from mfray.nn import READOUTS
+        from mfray.transfer import STRATEGIES
+
+        if not self.tasks and not self.task_tags:
+            raise ValueError("a study needs tasks (dataset names) or task_tags")
+        for s in self.strategies:
+            if s not in STRATEGIES:
+                raise ValueError(f"unknown strategy {s!r}; registered: {', '.join(STRATEGIES.names())}")
+        for b in self.baselines:
+            if b not in BASELINES:
+                raise ValueError(f"unknown baseline {b!r}; registered: {', '.join(BASELINES.names())}")
+        readouts = self.search.space.get("readout")
+        if isinstance(readouts, list):
+            for r in readouts:
+                if r != "all" and r not in READOUTS:
+                    raise ValueError(f"unknown readout {r!r} in search.space.readout; registered: "
+                                     f"{', '.join(READOUTS.names())} (or \"all\")")
+        named = set(self.readout_kwargs) | set(self.pretrain.readouts and sum(self.pretrain.readouts.values(), []))
+        named.add(self.pretrain.artifact_readout)
+        for r in named:
+            if r not in READOUTS:
+                raise ValueError(f"unknown readout {r!r}; registered: {', '.join(READOUTS.names())}")
+        for s in self.pretrain.readouts:
+            if s not in STRATEGIES or not STRATEGIES.build(s).pretrained:
+                raise ValueError(f"pretrain.readouts: {s!r} is not a strategy that starts from an LF model")
+        if "inductive" in self.settings and "label" in self.strategies:
+            raise ValueError("strategy 'label' needs a measured LF label for every test molecule, which the "
+                             "inductive setting hides: use hybrid_label or predicted_label there, or run "
+                             "the label strategy in a transductive-only study")
+        if self.search.storage and self.search.storage.startswith("sqlite") is False and "://" not in self.search.storage \
+                and not self.search.storage.endswith((".db", ".sqlite", ".sqlite3")):
+            raise ValueError(f"search.storage {self.search.storage!r}: give a SQLite file (*.db) or a database URL")
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.spec_path).parent if self.spec_path else Path.cwd()
+
+    def content_hash(self) -> str:
+        return hash_obj(self.model_dump(mode="json", exclude={"spec_path", "description"}))
+
+    def readout_choices(self) -> list[str]:
+        from mfray.nn import READOUTS
+
+        choices = self.search.space.get("readout")
+        if choices is None:
+            return []
+        if isinstance(choices, Range):
+            raise SpecError("search.space.readout must be a list of readout names")
+        if "all" in choices:
+            return list(READOUTS.names())
+        return list(choices)
+
+    def lf_readouts(self, strategy: str) -> list[str]:
+        """The LF readouts a pretrained strategy can start from."""
+        from mfray.transfer import get_strategy
+
+        s = get_strategy(strategy)
+        return list(self.pretrain.readouts.get(strategy, [s.default_readout]))
+
+    def smoke(self) -> StudySpec:
+        """A seconds-to-minutes version of this study (for `--smoke` and CI): tiny budgets, 2 seeds,
+        1 LF epoch; a separate study name so its rows never mix with the real study's."""
+        space = dict(self.search.space)
+        if isinstance(space.get("readout"), list):  # keep the cheapest readouts only
+            cheap = [r for r in self.readout_choices() if r in ("sum", "mean", "max", "sum_mean_max")]
+            space["readout"] = cheap[:2] or self.readout_choices()[:1]
+        train = {**self.train, "max_epochs": min(int(self.train.get("max_epochs", 1000)), 3), "patience": 0}
+        return self.model_copy(update={
+            "name": f"{self.name}-smoke",
+            "max_seeds": 2,
+            "train": train,
+            "model": {**self.model, "hidden_dim": 32, "head_hidden_dim": 32},
+            "pretrain": self.pretrain.model_copy(update={"max_epochs": 1, "max_molecules": min(
+                self.pretrain.max_molecules or 2000, 2000)}),
+            "search": self.search.model_copy(update={"num_samples": 2, "grace_period": 1, "space": space,
+                                                     "n_startup_trials": 1}),
+            "baseline_grid": "fast",
+        })
+
+
+def _format(err: ValidationError, where: str) -> str:
+    return format_validation_error(err, where).replace("invalid dataset spec", "invalid study spec")
+
+
+def parse_study(data: dict[str, Any], where: str = "<study>", spec_path: str | None = None) -> StudySpec:
+    try:
+        return StudySpec.model_validate({**data, "spec_path": spec_path})
+    except ValidationError as err:
+        raise SpecError(_format(err, where)) from None
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Load and validate a study spec; every problem is a :class:`SpecError` naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"{p}: study spec file does not exist")
+    if p.is_dir():
+        raise SpecError(f"{p}: is a folder, expected a study spec (.toml) file")
+    try:
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{p}: not UTF-8 text (byte {e.start}): study specs must be UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{p}: not valid TOML: {e}") from None
+    return parse_study(data, where=str(p), spec_path=str(p.resolve()))

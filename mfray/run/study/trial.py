@@ -1,0 +1,166 @@
+"""What runs inside Ray workers: one search trial (a Tune function trainable), one refit, one baseline.
+
+Each builds the same :class:`mfray.train.task.HFRunConfig` from a resolved configuration
+(:func:`mfray.run.study.space.resolve_config`), so a refit of the best trial trains exactly what
+the trial trained, on another split seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfray.run.study.space import resolve_config
+from mfray.run.study.spec import StudySpec
+from mfray.utils.errors import MfrayError
+from mfray.utils.location import Location
+
+#: testing hook: the first attempt of trials with index < N raises (exercises the retry policy)
+FAULT_ENV = "MFRAY_INJECT_TRIAL_FAULTS"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its sampled params (shipped once via ``tune.with_parameters``)."""
+
+    study: StudySpec
+    store_path: str
+    targets: list[str] | None
+    lf_target: str | None
+    setting: str
+    strategy: str
+    search_seed: int  # the split seed searches run on
+    lf_checkpoints: dict[str, str] = field(default_factory=dict)  # LF readout -> checkpoint location
+    outputs: str | None = None  # LF outputs (predictions, embeddings) location
+
+
+def load_study_task(ctx: TrialContext, seed: int):
+    """The task of ``ctx`` on split ``seed``, with LF outputs joined and the setting applied."""
+    from mfray.data.store import GraphStore
+    from mfray.data.tasks import load_task
+
+    aux_files = {"lf": Location(ctx.outputs).local_copy()} if ctx.outputs else None
+    task = load_task(GraphStore(ctx.store_path), seed, targets=ctx.targets, lf_target=ctx.lf_target, aux_files=aux_files)
+    if ctx.setting == "inductive" and "lf_label" in task.train.aux:
+        # inductive: molecules outside the training fold have no measured LF label (they are "new")
+        for fold in ("valid", "test"):
+            task.folds[fold].aux["lf_label"] = np.full_like(task.folds[fold].aux["lf_label"], np.nan)
+    return task
+
+
+def hf_run_config(ctx: TrialContext, task, config: dict[str, Any], train_seed: int):
+    from mfray.train.loop import TrainConfig
+    from mfray.train.task import HFRunConfig
+
+    lf_pred = lf_emb = None
+    if ctx.outputs:
+        cols = [k for k in task.train.aux if k.startswith("lf:prediction")]
+        want = f"lf:prediction_{task.lf_target}"
+        lf_pred = want if want in cols else ("lf:prediction" if "lf:prediction" in cols else None)
+        if lf_pred is None:
+            raise MfrayError(f"LF outputs {ctx.outputs} have no prediction for LF target {task.lf_target!r}: {cols}")
+        lf_emb = "lf:embedding"
+    lf_ckpt = None
+    if config.get("lf_readout"):
+        lf_ckpt = str(Location(ctx.lf_checkpoints[config["lf_readout"]]).local_copy())
+    train = TrainConfig(**config["train"], seed=train_seed, unfreeze_epoch=config.get("unfreeze_epoch"))
+    return HFRunConfig(strategy=config["strategy"], readout=config.get("readout"), model=dict(config["model"]),
+                       train=train, lf_checkpoint=lf_ckpt, lf_prediction=lf_pred, lf_embedding=lf_emb,
+                       freeze=config.get("freeze"))
+
+
+def _attempt(trial_dir: str | None) -> int:
+    """1 for a trial's first run, 2 for its first retry, ... (counted in the trial's own folder)."""
+    if not trial_dir:
+        return 1
+    p = Path(trial_dir) / ".mfray_attempts"
+    n = int(p.read_text()) + 1 if p.exists() else 1
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(str(n))
+    return n
+
+
+def hf_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: train one configuration on the search seed, report every epoch.
+
+    Reports ``valid_loss`` = the best validation loss so far (what ASHA compares at its rungs and
+    what Optuna is told at the end), plus the epoch's own losses and timestamps.
+    """
+    from ray import tune
+
+    from mfray.train.task import train_hf
+
+    t_start = time.time()
+    tctx = tune.get_context()
+    trial_id = tctx.get_trial_id() or ""
+    attempt = _attempt(tctx.get_trial_dir())
+    n_fail = int(os.environ.get(FAULT_ENV, "0") or 0)
+    if attempt == 1 and n_fail and trial_id.rsplit("_", 1)[-1].isdigit() and int(trial_id.rsplit("_", 1)[-1]) < n_fail:
+        raise RuntimeError(f"injected fault ({FAULT_ENV}={n_fail}) in trial {trial_id}, attempt {attempt}")
+    params = {k: v for k, v in config.items()}
+    resolved = resolve_config(ctx.study, ctx.strategy, params)
+    task = load_study_task(ctx, ctx.search_seed)
+    cfg = hf_run_config(ctx, task, resolved, train_seed=ctx.study.search.seed)
+    best = [float("inf")]
+
+    def on_epoch(log) -> None:
+        best[0] = min(best[0], log.valid_loss)
+        tune.report({"valid_loss": best[0], "epoch_valid_loss": log.valid_loss, "train_loss": log.train_loss,
+                     "epoch": log.epoch + 1, "lr": log.lr, "attempt": attempt, "t_start": t_start, "t": time.time()})
+
+    train_hf(task, cfg, on_epoch=on_epoch)
+
+
+def refit(ctx: TrialContext, config: dict[str, Any], seed: int, predictions_to: str | None) -> dict[str, Any]:
+    """Train the selected configuration on split ``seed``; metrics of its best-validation epoch."""
+    from mfray.train.task import train_hf
+
+    started = datetime.now(UTC)
+    task = load_study_task(ctx, seed)
+    cfg = hf_run_config(ctx, task, config, train_seed=seed)
+    res = train_hf(task, cfg)
+    if predictions_to:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "predictions.parquet"
+            res.predictions.write_parquet(p)
+            Location(predictions_to).put(p)
+    return {"task": task.name, "dataset": task.dataset, "metrics": res.metrics, "best_epoch": res.fit.best_epoch,
+            "epochs_run": res.fit.epochs_run, "n_train_hf": int(np.isfinite(task.train.y).any(axis=1).sum()),
+            "started_at": started, "finished_at": datetime.now(UTC), "seconds": res.fit.seconds}
+
+
+def baseline(ctx: TrialContext, name: str, seed: int, grid: str) -> dict[str, Any]:
+    """A classical baseline (rf, svr on Morgan fingerprints; lf_linear on the LF label) on split ``seed``."""
+    from mfray.baselines import run_baseline
+
+    started = datetime.now(UTC)
+    task = load_study_task(ctx, seed)
+    if len(task.targets) != 1:
+        raise MfrayError(f"baseline {name} fits one target; task {task.name} has {task.targets}")
+    res = run_baseline(task, name, features="morgan", grid=grid, seed=seed)
+    return {"task": task.name, "dataset": task.dataset, "metrics": res.metrics, "best_epoch": None,
+            "params": res.best_params, "n_train_hf": int(np.isfinite(task.train.y).any(axis=1).sum()),
+            "started_at": started, "finished_at": datetime.now(UTC)}
+
+
+def export_lf_outputs(checkpoint: str, store_path: str, dest: str) -> int:
+    """LF predictions and embeddings of every molecule of a store -> Parquet at ``dest``."""
+    import tempfile
+
+    from mfray.data.store import GraphStore
+    from mfray.train.task import embed_store, write_embeddings
+
+    table = embed_store(Location(checkpoint).local_copy(), GraphStore(store_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "outputs.parquet"
+        write_embeddings(table, p)
+        Location(dest).put(p)
+    return table.num_rows
