@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
           f"{len(plan.lf)} LF model(s); storage {plan.storage}", file=sys.stderr)
 
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        m, sec = divmod(int(time.perf_counter() - t0), 60)
+        print(f"[{m:02d}:{sec:02d}] {msg}", file=sys.stderr, flush=True)
 
     outcome = run_study(plan, log=log)
     print(f"study {plan.study.name} done in {time.perf_counter() - t0:.0f} s: {outcome.summary()}", file=sys.stderr)

@@ -541,11 +541,13 @@ class PubchemMfpcbaSource(Source):
             local = self.local_path(aid)
             if local is not None:
                 if not local.exists():
-                    absent.append(f"AID {aid} local table {local} not found")
+                    return f"local table of PubChem AID {aid} not found: {local}"
             elif self._cached(aid).complete() is None:
-                absent.append(f"AID {aid} not downloaded (cache {self.cache_dir}; `mfray featurize "
-                              f"{self.spec.name}` with network access downloads it)")
-        return "; ".join(absent) or None
+                absent.append(str(aid))
+        if not absent:
+            return None
+        return (f"PubChem AID(s) {', '.join(absent)} not downloaded (`mfray featurize {self.spec.name}` with "
+                f"network access fetches them into {self.cache_dir})")
 
     def fingerprint(self) -> dict[str, Any]:
         """AIDs, columns and transform, plus digests of local tables and of complete cached downloads.

@@ -26,7 +26,7 @@ from mfray.data.store import GraphStore, default_root, store_key
 from mfray.results.record import make_run_key
 from mfray.run.study.space import lf_model_config
 from mfray.run.study.spec import StudySpec, TaskRef
-from mfray.transfer import LF_EMBEDDING, LF_PREDICTION, get_strategy
+from mfray.transfer import LF_EMBEDDING, LF_LABEL, LF_PREDICTION, get_strategy
 from mfray.utils.errors import MfrayError, SpecError
 from mfray.utils.hashing import hash_obj
 from mfray.utils.location import Location
@@ -148,7 +148,7 @@ def _resolve(ref: TaskRef, base_dir) -> tuple[DatasetSpec | None, str | None]:
             spec = None
         if spec is not None and why is None:
             return spec, None
-        reasons.append(f"{name}: {why}")
+        reasons.append(why if len([ref.dataset, *ref.alternatives]) == 1 else f"{name}: {why}")
     return None, "; ".join(reasons)
 
 
@@ -165,7 +165,8 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
             if study.missing_data == "error":
                 raise MfrayError(f"study {study.name}: no data for task {ref.dataset}: {why} "
                                  "(set missing_data = \"skip\" to run on the tasks that have data)")
-            missing.append((ref.dataset, why or "absent"))
+            label = ref.dataset + (f"[{','.join(ref.targets)}]" if ref.targets else "")
+            missing.append((label, why or "absent"))
             continue
         ident = (spec.name, tuple(ref.targets or ()), ref.lf_target)
         if ident in seen:
@@ -203,6 +204,8 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
         for setting in study.settings:
             for name in study.strategies:
                 s = get_strategy(name)
+                if setting == "inductive" and s.inputs == (LF_LABEL,):
+                    continue  # measured labels only exist for LF-domain molecules: transductive only
                 lf = {r: lf_for(task, r) for r in study.lf_readouts(name)} if s.pretrained else {}
                 outputs_lf = None
                 if study.lf_inputs == "pretrained" and any(k in s.inputs for k in _NEEDS_OUTPUTS):

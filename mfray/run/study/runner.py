@@ -421,7 +421,7 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutco
         raise MfrayError(f"study {study.name}: none of its tasks has data here")
     plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))
     with _Heartbeat(plan) as hb:
-        ensure_ray()
+        ensure_ray(log_to_driver=False)
         hb.phase("featurise")
         featurize_step(plan, outcome, log)
         names = task_names(plan)

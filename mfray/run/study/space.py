@@ -21,9 +21,13 @@ _ENCODER_SHAPE = ("hidden_dim", "num_layers", "latent_dim", "encoder")
 _TRAIN = ("lr", "batch_size", "weight_decay", "kl_weight")
 
 
-def _suggest_one(trial: Any, name: str, p: list[Any] | Range) -> Any:
+def _suggest_one(trial: Any, name: str, p: list[Any] | Range, fixed: dict[str, Any]) -> Any:
+    """Sample ``name``; a one-choice list is a constant (not sampled), returned in ``fixed``."""
     if isinstance(p, list):
-        return trial.suggest_categorical(name, p) if len(p) > 1 else p[0]
+        if len(p) == 1:
+            fixed[name] = p[0]
+            return p[0]
+        return trial.suggest_categorical(name, p)
     if p.is_int:
         return trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
     return trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
@@ -32,35 +36,31 @@ def _suggest_one(trial: Any, name: str, p: list[Any] | Range) -> Any:
 def suggest(trial: Any, study: StudySpec, strategy: str) -> dict[str, Any]:
     """Draw one configuration for ``strategy`` from ``trial`` (an ``optuna.Trial``).
 
-    Returns the constants that are not searched (the strategy name), as OptunaSearch expects; the
-    searched values are captured from the ``suggest_*`` calls.
+    Returns the constants that are not searched (the strategy name, one-choice parameters), as
+    OptunaSearch expects; the searched values are captured from the ``suggest_*`` calls.
     """
     s = get_strategy(strategy)
     space = study.search.space
+    fixed: dict[str, Any] = {"strategy": strategy}
     if s.pretrained:
         lf = study.lf_readouts(strategy)
         if len(lf) > 1:
             trial.suggest_categorical("lf_readout", lf)
         freeze = space.get("freeze")
-        frozen = _suggest_one(trial, "freeze", freeze) if isinstance(freeze, list) else None
+        frozen = _suggest_one(trial, "freeze", freeze, fixed) if isinstance(freeze, list) else None
         if "unfreeze_epoch" in space and (frozen is None and s.freeze or frozen not in (None, "none")):
-            _suggest_one(trial, "unfreeze_epoch", space["unfreeze_epoch"])
+            _suggest_one(trial, "unfreeze_epoch", space["unfreeze_epoch"], fixed)
     else:
         choices = study.readout_choices()
         if choices:
-            _suggest_one(trial, "readout", choices)
+            _suggest_one(trial, "readout", choices, fixed)
         for k in _ENCODER_SHAPE:
             if k in space:
-                _suggest_one(trial, k, space[k])
+                _suggest_one(trial, k, space[k], fixed)
     for k in (*_TRAIN, "head_hidden_dim"):
         if k in space:
-            _suggest_one(trial, k, space[k])
-    return {"strategy": strategy}
-
-
-def default_params(study: StudySpec, strategy: str) -> dict[str, Any]:
-    """The configuration used when a search has no space at all (one trial, the study's defaults)."""
-    return {"strategy": strategy}
+            _suggest_one(trial, k, space[k], fixed)
+    return fixed
 
 
 def resolve_config(study: StudySpec, strategy: str, params: dict[str, Any]) -> dict[str, Any]:

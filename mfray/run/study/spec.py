@@ -228,10 +228,10 @@ class StudySpec(_Spec):
         for s in self.pretrain.readouts:
             if s not in STRATEGIES or not STRATEGIES.build(s).pretrained:
                 raise ValueError(f"pretrain.readouts: {s!r} is not a strategy that starts from an LF model")
-        if "inductive" in self.settings and "label" in self.strategies:
+        if self.settings == ["inductive"] and "label" in self.strategies:
             raise ValueError("strategy 'label' needs a measured LF label for every test molecule, which the "
-                             "inductive setting hides: use hybrid_label or predicted_label there, or run "
-                             "the label strategy in a transductive-only study")
+                             "inductive setting hides: use hybrid_label or predicted_label, or add the "
+                             "transductive setting (label then runs there only)")
         if self.search.storage and self.search.storage.startswith("sqlite") is False and "://" not in self.search.storage \
                 and not self.search.storage.endswith((".db", ".sqlite", ".sqlite3")):
             raise ValueError(f"search.storage {self.search.storage!r}: give a SQLite file (*.db) or a database URL")

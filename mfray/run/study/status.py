@@ -51,8 +51,10 @@ class StudyStatus:
 
     def render(self, verbose: bool = False) -> str:
         lines = [f"study {self.study}: {self.driver_state()}"]
-        for ds, why in self.missing:
-            lines.append(f"  skipped {ds}: {why}")
+        if self.missing:
+            lines.append(f"  {len(self.missing)} task(s) skipped, no data here:")
+            for ds, why in self.missing:
+                lines.append(f"    {ds}: {why}")
         for step, c in self.counts().items():
             lines.append(f"  {step:<10} " + ", ".join(f"{n} {state}" for state, n in sorted(c.items())))
         shown = self.steps if verbose else [s for s in self.steps if s.state not in ("done", "pending")]

@@ -8,6 +8,7 @@ the trial trained, on another split seed.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from mfray.run.study.spec import StudySpec
 from mfray.utils.errors import MfrayError
 from mfray.utils.location import Location
 
-#: testing hook: the first attempt of trials with index < N raises (exercises the retry policy)
+#: testing hook: the first attempt of the first N trials of a search raises (exercises the retry policy)
 FAULT_ENV = "MFRAY_INJECT_TRIAL_FAULTS"
 
 
@@ -75,6 +76,12 @@ def hf_run_config(ctx: TrialContext, task, config: dict[str, Any], train_seed: i
                        freeze=config.get("freeze"))
 
 
+def _trial_index(trial_dirname: str, trial_id: str) -> int | None:
+    """Tune's trial number (1-based under a search algorithm), from its folder ``<trainable>_<id>_<n>_<params>``."""
+    m = re.search(re.escape(trial_id) + r"_(\d+)", trial_dirname) if trial_id else None
+    return int(m.group(1)) if m else None
+
+
 def _attempt(trial_dir: str | None) -> int:
     """1 for a trial's first run, 2 for its first retry, ... (counted in the trial's own folder)."""
     if not trial_dir:
@@ -101,7 +108,8 @@ def hf_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     trial_id = tctx.get_trial_id() or ""
     attempt = _attempt(tctx.get_trial_dir())
     n_fail = int(os.environ.get(FAULT_ENV, "0") or 0)
-    if attempt == 1 and n_fail and trial_id.rsplit("_", 1)[-1].isdigit() and int(trial_id.rsplit("_", 1)[-1]) < n_fail:
+    index = _trial_index(os.path.basename(tctx.get_trial_dir() or ""), trial_id)
+    if attempt == 1 and n_fail and index is not None and index <= n_fail:
         raise RuntimeError(f"injected fault ({FAULT_ENV}={n_fail}) in trial {trial_id}, attempt {attempt}")
     params = {k: v for k, v in config.items()}
     resolved = resolve_config(ctx.study, ctx.strategy, params)

@@ -1,0 +1,100 @@
+"""A tiny study end to end on a local Ray: searches, retries, concurrency, refits, idempotent re-run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mfray.results.store import ResultsStore
+from mfray.run.study import make_plan, parse_study
+
+pytestmark = pytest.mark.ray
+
+TINY = {
+    "name": "tiny", "tasks": ["aid1445"], "strategies": ["base", "label"], "baselines": ["lf_linear"],
+    "max_seeds": 2, "train": {"max_epochs": 3, "patience": 0, "batch_size": 64},
+    "model": {"hidden_dim": 16, "latent_dim": 8, "head_hidden_dim": 16},
+    "search": {"num_samples": 3, "max_concurrent_trials": 1, "grace_period": 1, "n_startup_trials": 2,
+               "space": {"readout": ["sum", "mean"], "lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+    "failure": {"trial_retries": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    import ray
+
+    from mfray.run.runtime import ensure_ray
+    from mfray.run.study.trial import FAULT_ENV
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # Ray workers inherit the environment of the local Ray this process starts: the first attempt
+    # of trial 1 of every search raises, exercising the retry policy
+    os.environ[FAULT_ENV] = "1"
+    ensure_ray(num_cpus=2, log_to_driver=False)
+    yield
+    ray.shutdown()
+    os.environ.pop(FAULT_ENV, None)
+
+
+def test_tiny_study(ray_local, demo_store, tmp_path):
+    from mfray.run.study.runner import run_study
+    from mfray.run.study.status import study_status
+
+    root = str(Path(demo_store.path).parents[1])
+    plan = make_plan(parse_study(TINY), str(tmp_path / "storage"), store_root=root)
+    assert plan.tasks[0].store_path == str(demo_store.path)
+    out = run_study(plan, log=lambda m: None)
+    assert out.counts["search"] == {"ran": 2} and out.counts["runs"] == {"ran": 6}, out.counts
+
+    for s in plan.searches:
+        trials = s.trials.read_json()["trials"]
+        assert len(trials) == 3 and all(t["status"] == "finished" for t in trials)
+        # the injected fault hit the first attempt of trial 1; the retry finished it
+        assert sorted(t["attempts"] for t in trials) == [1, 1, 2]
+        # max_concurrent_trials = 1 with 2 CPUs free: no two trials overlapped in time
+        spans = sorted((t["t_start"], t["t_end"]) for t in trials)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+        best = s.best.read_json()
+        assert best["valid_loss"] == min(t["valid_loss"] for t in trials)
+        assert best["config"]["readout"] in ("sum", "mean")
+
+    df = ResultsStore(plan.results.uri).read(study="tiny")
+    runs = df.select("run_key", "strategy", "split_seed").unique()
+    assert runs.height == 6 and runs.group_by("strategy").len().sort("strategy")["len"].to_list() == [2, 2, 2]
+    test_r2 = df.filter((df["fold"] == "test") & (df["metric"] == "r2"))
+    assert test_r2.height == 6 and test_r2["value"].is_finite().all()
+    assert set(df["trial_id"].drop_nulls().to_list()) <= {s.best.read_json()["trial_id"] for s in plan.searches}
+
+    st = study_status(plan)
+    assert st.driver_state() == "finished"
+    assert st.counts() == {"featurise": {"done": 1}, "search": {"done": 2}, "runs": {"done": 4}, "baselines": {"done": 2}}
+
+    # a re-run finds everything done: no search, no training, no new rows
+    parts = sorted(p.name for p in Path(plan.results.uri).rglob("run-*.parquet"))
+    again = run_study(plan, log=lambda m: None)
+    assert again.counts == {"featurise": {"cached": 1}, "search": {"cached": 2}, "runs": {"cached": 6}}
+    assert sorted(p.name for p in Path(plan.results.uri).rglob("run-*.parquet")) == parts
+
+
+def test_a_search_whose_trials_all_fail_is_reported_and_the_study_goes_on(ray_local, demo_store, tmp_path):
+    from mfray.run.study.runner import run_study
+
+    root = str(Path(demo_store.path).parents[1])
+    # 3 heads do not divide a width of 16: every set_transformer trial raises in every attempt
+    spec = {**TINY, "name": "failing", "strategies": ["base"], "baselines": [],
+            "readout_kwargs": {"set_transformer": {"hidden_dim": 16, "num_heads": 3}},
+            "search": {**TINY["search"], "num_samples": 2, "space": {"readout": ["set_transformer"]}}}
+    plan = make_plan(parse_study(spec), str(tmp_path / "storage"), store_root=root)
+    out = run_study(plan, log=lambda m: None)
+    steps = [f["step"] for f in out.failures]
+    assert steps.count("trial") == 2 and steps.count("search") == 1
+    assert "num_heads" in out.failures[0]["error"] or "divis" in out.failures[0]["error"]
+    assert not plan.searches[0].best.exists() and plan.searches[0].trials.exists()
+    from mfray.run.study.status import study_status
+
+    st = study_status(plan)
+    assert st.counts()["search"] == {"failed": 1} and "finished with failures" in st.driver_state()
