@@ -1,4 +1,5 @@
-"""``mfray train`` / ``mfray pretrain`` / ``mfray embed``: one model in this process (no Ray)."""
+"""``mfray train`` / ``mfray pretrain`` / ``mfray embed``: one model in this process; ``mfray pretrain
+--workers N`` runs data parallel on Ray Train (``mfray.run.pretrain``)."""
 
 from __future__ import annotations
 
@@ -51,14 +52,25 @@ def add_parser(sub) -> None:
     add_store_root(p)
     p.set_defaults(func=run_train)
 
-    q = sub.add_parser("pretrain", help="train a low-fidelity supervised VGAE (one process)",
-                       description="Pretrain an LF model on a dataset's low-fidelity labels; writes lf.ckpt.")
+    q = sub.add_parser("pretrain", help="train a low-fidelity supervised VGAE (one process, or Ray Train with --workers)",
+                       description="Pretrain an LF model on a dataset's low-fidelity labels; writes lf.ckpt. With "
+                       "--workers N it runs data parallel on Ray Train, checkpointing every epoch; running the same "
+                       "command again resumes the run from its last checkpoint.")
     q.add_argument("spec", metavar="DATA_SPEC")
     q.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/lf_<readout>)")
     q.add_argument("--max-molecules", type=int, metavar="N", help="pretrain on a seeded subsample")
     q.add_argument("--seed", type=int, default=0)
     _model_args(q)
     _train_args(q, lr=5e-5, batch=512, epochs=10, patience=0)
+    q.add_argument("--max-steps", type=int, metavar="N", help="at most N optimiser steps per epoch (per worker)")
+    r = q.add_argument_group("Ray Train")
+    r.add_argument("--workers", type=int, metavar="N", help="run on Ray Train with N data-parallel workers "
+                   "(--batch-size is per worker); without it, pretraining runs in this process")
+    r.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL); needs --workers")
+    r.add_argument("--ray-storage", metavar="DIR_OR_URI", help="Ray Train storage for the run's checkpoints "
+                   "(default <out>/ray; s3://... on a cluster)")
+    r.add_argument("--max-failures", type=int, default=0, metavar="N",
+                   help="worker failures to recover from by resuming the last checkpoint (default 0)")
     q.add_argument("--no-progress", action="store_true")
     add_store_root(q)
     q.set_defaults(func=run_pretrain)
@@ -139,22 +151,54 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from mfray.run.pretrain import peak_rss_mb
     from mfray.train.task import LFRunConfig, pretrain_lf
+    from mfray.utils.errors import MfrayError
 
+    if args.workers is not None and args.workers < 1:
+        raise MfrayError(f"--workers must be at least 1 (got {args.workers})")
+    if args.use_gpu and args.workers is None:
+        raise MfrayError("--use-gpu runs on Ray Train: give --workers N as well")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise MfrayError(f"--max-steps must be at least 1 (got {args.max_steps})")
     spec, store = open_store(args.spec, args.store_root)
     readout = args.readout or "set_transformer"
-    cfg = LFRunConfig(readout=readout, model=_model_overrides(args), train=_train_config(args, args.seed),
+    cfg = LFRunConfig(readout=readout, model=_model_overrides(args),
+                      train=replace(_train_config(args, args.seed), max_steps_per_epoch=args.max_steps),
                       max_molecules=args.max_molecules)
     out = Path(args.out or Path("runs") / spec.name / f"lf_{readout}")
-    progress = not args.no_progress and sys.stderr.isatty()
-    with epoch_progress(cfg.train.max_epochs, f"pretrain {readout}", progress) as cb:
-        path, res = pretrain_lf(store, cfg, out, on_epoch=cb)
-    _write_config(out / "config.toml", {"dataset": {"name": spec.name, "store": str(store.path)}, "readout": readout,
-                                        "model": _model_overrides(args), "train": asdict(replace(cfg.train)),
-                                        "max_molecules": args.max_molecules})
-    last = res.history[-1]
-    print(f"pretrained {readout} LF model on {spec.name}: {res.epochs_run} epochs, best epoch {res.best_epoch}, "
-          f"valid MSE (scaled) {res.best_valid_loss:.4f}, last train loss {last.train_loss:.4f}, {res.seconds:.0f} s")
+    config = {"dataset": {"name": spec.name, "store": str(store.path)}, "readout": readout,
+              "model": _model_overrides(args), "train": asdict(cfg.train), "max_molecules": args.max_molecules}
+    if args.workers is None:
+        progress = not args.no_progress and sys.stderr.isatty()
+        with epoch_progress(cfg.train.max_epochs, f"pretrain {readout}", progress) as cb:
+            path, res = pretrain_lf(store, cfg, out, on_epoch=cb)
+        _write_config(out / "config.toml", config)
+        epochs, best_epoch, best_loss, seconds = res.epochs_run, res.best_epoch, res.best_valid_loss, res.seconds
+        history = [asdict(h) for h in res.history]
+        memory = f"peak RSS {peak_rss_mb():.0f} MB (this process)"
+        where = ""
+    else:
+        from mfray.run.pretrain import pretrain_lf_distributed, run_name
+
+        storage = args.ray_storage or str(out / "ray")
+        name = run_name(store, cfg, args.workers)
+        config["ray"] = {"workers": args.workers, "use_gpu": args.use_gpu, "storage": storage, "name": name}
+        dres = pretrain_lf_distributed(store.path, cfg, out, storage_path=storage, name=name, num_workers=args.workers,
+                                       use_gpu=args.use_gpu, max_failures=args.max_failures,
+                                       log=lambda m: print(m, file=sys.stderr))
+        _write_config(out / "config.toml", config)
+        path, epochs, best_epoch, best_loss, seconds = (dres.checkpoint, dres.epochs_run, dres.best_epoch,
+                                                        dres.best_valid_loss, dres.seconds)
+        history = dres.history
+        memory = "peak RSS per worker " + ", ".join(f"{m:.0f}" for m in dres.peak_rss_mb) + " MB"
+        where = (f" on {args.workers} Ray Train worker(s)"
+                 + (f", resumed with {dres.resumed_from_epoch} epoch(s) done" if dres.resumed_from_epoch is not None else ""))
+    last = history[-1]
+    rates = [h["graphs_per_s"] for h in history if h.get("graphs_per_s")]
+    print(f"pretrained {readout} LF model on {spec.name}{where}: {epochs} epochs, best epoch {best_epoch}, "
+          f"valid MSE (scaled) {best_loss:.4f}, last train loss {last['train_loss']:.4f}, {seconds:.0f} s")
+    print(f"throughput {sum(rates) / max(len(rates), 1):.0f} graphs/s (training, all workers, mean over epochs); {memory}")
     print(f"wrote {path}")
     return 0
 
