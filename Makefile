@@ -1,5 +1,5 @@
 # mfray: every target sets up its own environment (.venv) from the pinned lock file first.
-#   make demo   featurise the bundled demo dataset (AID 1445) and print its summary
+#   make demo   run the demo study on the bundled AID 1445 data (local Ray) and print its table
 #   make test   run the test suite
 #   make bench  run the benchmarks (they read ../shared/data)
 #   make lock   re-resolve requirements.lock from pyproject.toml
@@ -26,8 +26,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/mfray data show aid1445
-	$(BIN)/mfray featurize aid1445
+	$(BIN)/mfray study run studies/demo.toml --storage mfray_results
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -1,9 +1,17 @@
 """The central results table: one Parquet part per finished run, partitioned by study.
 
-Layout (Hive-partitioned, readable by plain ``polars.read_parquet(root + "/**/*.parquet")`` and
-``pyarrow.dataset.dataset(root, partitioning="hive")``)::
+Layout (Hive-partitioned)::
 
     <root>/study=<study>/run-<run_key>.parquet
+
+Every part has the base columns (:data:`mfray.results.record.BASE_SCHEMA`) plus the ``params_*`` columns
+of its own run's configuration, so parts differ in their params columns. Read with plain tools::
+
+    files = glob.glob(f"{root}/study=*/*.parquet")
+    pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")       # every column
+    pl.scan_parquet(f"{root}/study=*/*.parquet", extra_columns="ignore").collect() # columns of the first part
+    pyarrow.dataset.dataset(root, partitioning="hive",
+                            schema=pa.unify_schemas([pq.read_schema(f) for f in files]))
 
 Every part holds one run's rows (:meth:`mfray.results.record.RunRecord.to_arrow`), the ``study`` column
 included, so a part read on its own is complete. A part is written once: :meth:`ResultsStore.append_run`

@@ -69,17 +69,53 @@ def local_head():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _submit(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """``ray job submit``, retried while the head's job agent is still starting (it answers HTTP 500
+    "No available agent to submit job" for a few seconds after the dashboard is up)."""
+    deadline = time.time() + 90
+    while True:
+        out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+        if out.returncode == 0 or "No available agent" not in out.stdout + out.stderr or time.time() > deadline:
+            return out
+        time.sleep(3)
+
+
 def test_featurize_as_a_ray_job(local_head, repo, tmp_path):
     store = tmp_path / "store"
     excludes = json.dumps({"excludes": [".venv", ".git", "runs", ".mfray", "*.ckpt"]})
-    out = subprocess.run(
+    out = _submit(
         [local_head["ray"], "job", "submit", "--address", local_head["url"], "--working-dir", str(repo),
          "--runtime-env-json", excludes, "--", sys.executable, "-m", "mfray", "featurize", "aid1445",
          "--out", str(store), "--no-progress"],
-        env=local_head["env"], capture_output=True, text=True, timeout=300,
+        local_head["env"], timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout + out.stderr
     assert "rows read                655" in out.stdout
     manifest = json.loads(next(store.glob("aid1445/*/manifest.json")).read_text())
     assert manifest["counts"]["molecules"] == 655 and manifest["timings_s"]["executor"] == "ray"
+
+
+def test_smoke_study_as_a_ray_job(local_head, repo, tmp_path):
+    """The demo study's smoke version submitted to the head: LF pretraining (Ray Train, 2 workers),
+    searches (Tune + Optuna + ASHA), refits and baselines all run as one cluster job."""
+    storage = tmp_path / "storage"
+    excludes = json.dumps({"excludes": [".venv", ".git", "runs", ".mfray", "*.ckpt", "mfray_results"]})
+    out = _submit(
+        [local_head["ray"], "job", "submit", "--address", local_head["url"], "--working-dir", str(repo),
+         "--runtime-env-json", excludes, "--", sys.executable, "-m", "mfray", "study", "run", "studies/demo.toml",
+         "--smoke", "--storage", str(storage), "--store-root", str(tmp_path / "stores")],
+        local_head["env"], timeout=900,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert "succeeded" in log and "## Study demo-smoke" in log
+    import polars as pl
+
+    files = sorted((storage / "results" / "study=demo-smoke").glob("run-*.parquet"))
+    df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    runs = df.select("strategy", "split_seed").unique()
+    # 5 strategies + 2 baselines, 2 seeds each; one part (and one row set) per run
+    assert runs.height == 14 and len(files) == 14
+    assert set(df["strategy"]) == {"base", "label", "predicted_label", "embeddings", "tune_readout", "lf_linear", "rf"}
+    assert (storage / "lf").is_dir() and list(storage.glob("lf/*/lf.ckpt"))

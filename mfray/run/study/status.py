@@ -45,7 +45,7 @@ class StudyStatus:
             age = (datetime.now(UTC) - datetime.fromisoformat(d["updated_at"])).total_seconds()
         except (KeyError, ValueError):
             age = float("inf")
-        if age > STALE_SECONDS:
+        if _gone(d) or age > STALE_SECONDS:
             return f"interrupted (driver pid {d.get('pid')} on {d.get('host')} silent for {age:.0f} s; re-run to resume)"
         return f"running (pid {d.get('pid')} on {d.get('host')}, phase {d.get('phase')})"
 
@@ -61,6 +61,22 @@ class StudyStatus:
         for s in shown:
             lines.append(f"    {s.step:<10} {s.state:<11} {s.name}" + (f"  {s.detail}" if s.detail else ""))
         return "\n".join(lines) + "\n"
+
+
+def _gone(driver: dict[str, Any]) -> bool:
+    """The driver ran on this machine and its process no longer exists."""
+    import os
+    import socket
+
+    if driver.get("host") != socket.gethostname() or not isinstance(driver.get("pid"), int):
+        return False
+    try:
+        os.kill(driver["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _ray_dir_exists(plan: StudyPlan, name: str) -> bool:

@@ -1,0 +1,123 @@
+"""Kill the driver of a running study (twice: mid-search, then mid-refits), re-run, and check that
+finished trials are not re-run, finished runs are not re-fitted, and no result row is written twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+SPEC = """
+name = "resume"
+tasks = ["aid1445"]
+strategies = ["base", "label"]
+baselines = ["lf_linear"]
+max_seeds = 3
+
+[train]
+max_epochs = 4
+patience = 0
+batch_size = 64
+
+[model]
+hidden_dim = 16
+latent_dim = 8
+head_hidden_dim = 16
+
+[search]
+num_samples = 3
+max_concurrent_trials = 1
+grace_period = 4
+
+[search.space]
+readout = ["sum", "mean"]
+lr = { low = 1e-4, high = 1e-2, log = true }
+"""
+
+
+def _start(spec: Path, storage: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
+                             "--no-report"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: the local Ray it starts dies with it
+
+
+def _kill_when(proc: subprocess.Popen, cond, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the study ended before it could be killed:\n{err[-3000:]}")
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("timed out waiting for the kill point")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started, no clean-up
+    proc.wait(timeout=60)
+
+
+def _finished_trials(storage: Path, max_epochs: int) -> dict[str, str]:
+    """Trial folders whose result.json holds all epochs -> digest of that file."""
+    out = {}
+    for f in storage.glob("ray/search-*/hf_trial_*/result.json"):
+        text = f.read_text()
+        if len([ln for ln in text.splitlines() if ln.strip()]) >= max_epochs:
+            out[str(f.parent.relative_to(storage))] = hashlib.sha256(text.encode()).hexdigest()
+    return out
+
+
+def _parts(storage: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime for p in storage.glob("results/study=resume/run-*.parquet")}
+
+
+def test_killed_driver_resumes_without_duplicates(tmp_path):
+    spec = tmp_path / "resume.toml"
+    spec.write_text(SPEC)
+    storage = tmp_path / "storage"
+    env = {**os.environ, "MFRAY_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+
+    # 1. kill during the first search, once one trial has finished all its epochs
+    _kill_when(_start(spec, storage, env), lambda: len(_finished_trials(storage, 4)) >= 1)
+    done_trials = _finished_trials(storage, 4)
+    status = subprocess.run([sys.executable, "-m", "mfray", "study", "status", str(spec), "--storage", str(storage)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "interrupted" in status.stdout, status.stdout + status.stderr
+
+    # 2. re-run; kill again once a few runs are in the results store
+    _kill_when(_start(spec, storage, env), lambda: len(_parts(storage)) >= 2)
+    for trial, digest in done_trials.items():  # a finished trial was not trained again
+        assert hashlib.sha256((storage / trial / "result.json").read_bytes()).hexdigest() == digest, trial
+    before = _parts(storage)
+
+    # 3. re-run to the end
+    final = subprocess.run([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
+                            "--no-report"], env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    summary = re.search(r"study resume done in .*", final.stderr).group(0)
+    assert "search: 2 cached" in summary
+    m = re.search(r"runs: (\d+) cached, (\d+) ran", summary)
+    assert m and int(m.group(1)) >= len(before) and int(m.group(1)) + int(m.group(2)) == 9, summary
+
+    after = _parts(storage)
+    assert len(after) == 9  # (2 strategies + 1 baseline) x 3 seeds, one part each
+    assert all(after[k] == v for k, v in before.items())  # parts written before the kill were not rewritten
+    import polars as pl
+
+    files = sorted((storage / "results" / "study=resume").glob("*.parquet"))
+    df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")  # plain Polars, no mfray
+    runs = df.select("strategy", "split_seed", "run_key").unique()
+    assert runs.height == 9 and runs.select("strategy", "split_seed").unique().height == 9
+    assert df.group_by("run_key", "fold", "metric").len()["len"].max() == 1  # no row twice
+    for s in storage.glob("search/*/trials.json"):
+        assert len(json.loads(s.read_text())["trials"]) == 3  # no extra trials after the restore
+    print("\n" + summary)
