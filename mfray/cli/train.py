@@ -186,6 +186,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         config["ray"] = {"workers": args.workers, "use_gpu": args.use_gpu, "storage": storage, "name": name}
         dres = pretrain_lf_distributed(store.path, cfg, out, storage_path=storage, name=name, num_workers=args.workers,
                                        use_gpu=args.use_gpu, max_failures=args.max_failures,
+                                       resources_per_worker={"CPU": args.threads} if args.threads > 1 else None,
                                        log=lambda m: print(m, file=sys.stderr))
         _write_config(out / "config.toml", config)
         path, epochs, best_epoch, best_loss, seconds = (dres.checkpoint, dres.epochs_run, dres.best_epoch,
