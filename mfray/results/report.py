@@ -11,7 +11,7 @@ Vocabulary:
   model and readout; else the same model; else the unit's only base method; else none.
 - *change* is signed so that positive is better: ``method - base`` for higher-is-better metrics
   (r2, pearson, auroc, ...), ``base - method`` for lower-is-better ones (:data:`LOWER_IS_BETTER`).
-  ``change_pct`` is ``100 * change / |base mean|``.
+  ``change_pct`` is ``100 * change / |base mean|`` (null where that exceeds 1000%: a base near zero).
 - std is the sample standard deviation over split seeds (``ddof=1``; pass ``ddof=0`` for the
   population form that ``mfray baseline`` prints).
 
@@ -196,7 +196,9 @@ def compare_to_base(summary: pl.DataFrame, base: str = "base") -> pl.DataFrame:
     change = (pl.col("mean") - pl.col("base_mean")) * sign + 0.0  # + 0.0: no "-0.000" for a base itself
     return out.with_columns(
         change=change,
-        change_pct=pl.when(pl.col("base_mean").abs() > 0).then(100.0 * change / pl.col("base_mean").abs()),
+        # a percentage of a base near zero (an R2 of 0.003) is noise, not information: none above 1000%
+        change_pct=pl.when((pl.col("base_mean").abs() > 0) & (10.0 * pl.col("base_mean").abs() >= change.abs()))
+        .then(100.0 * change / pl.col("base_mean").abs()),
         change_vs_floor=(pl.col("mean") - pl.col("floor_mean")) * sign,
     ).select(*summary.columns, "base_method", "base_mean", "change", "change_pct", "floor_mean", "change_vs_floor")
 
@@ -463,7 +465,7 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
                   dtype=pl.String),
     )
     notes = [f"change of {metric} over the base strategy of the same task, signed so that positive = better "
-             f"(relative change in brackets, % of |base|). W/T/L: tasks better/equal/worse than base.",
+             f"(relative change in brackets, % of |base|; omitted above 1000%, a base near zero). W/T/L: tasks better/equal/worse than base.",
              "p: two-sided Wilcoxon signed-rank test over per-task means (scipy.stats.wilcoxon); n/a with "
              "fewer than 2 tasks; with 5 or fewer tasks it cannot fall below 0.05."]
     if any(floor_col):

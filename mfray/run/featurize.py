@@ -193,3 +193,22 @@ def _featurize_with_ray(spec: DatasetSpec, raw_files: list[str], feat_dir: Path,
     expected = sum(pq.ParquetFile(f).metadata.num_rows for f in raw_files)
     if rows != expected:
         raise RuntimeError(f"featurisation returned {rows} rows for {expected} raw rows")
+
+
+def ensure_local_store(store_path: str, dataset_spec: dict[str, Any] | None) -> None:
+    """Make sure this node has the graph store at ``store_path``, building it from ``dataset_spec``
+    (a dumped :class:`DatasetSpec` with its ``spec_path``) when it is absent.
+
+    On a cluster without a shared ``MFRAY_CACHE``, a worker node builds its own copy once: the store
+    key is a content hash of the spec and its source files, so every node builds the same store at the
+    same path, or this raises when the node's source files differ.
+    """
+    if (Path(store_path) / MANIFEST).exists() or dataset_spec is None:
+        return
+    from mfray.utils.errors import DataError
+
+    spec = DatasetSpec.model_validate(dataset_spec)
+    res = featurize_dataset(spec, Path(store_path).parents[1], executor="local", progress=False, log=lambda m: None)
+    if str(res.store.path) != str(store_path):
+        raise DataError(f"{spec.name}: this node built its graph store at {res.store.path}, but the study planned "
+                        f"{store_path}: the dataset's source files differ between nodes")

@@ -127,6 +127,9 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     cfg = replace(cfg, train=train_cfg)
     torch.set_num_threads(train_cfg.num_threads)
 
+    from mfray.run.featurize import ensure_local_store
+
+    ensure_local_store(config["store_path"], config.get("dataset_spec"))  # a node without a shared cache
     prep = prepare_lf(GraphStore(config["store_path"]), cfg, rank=rank, world_size=world_size)
     info = json.dumps(lf_checkpoint_info(prep, cfg))
 
@@ -183,6 +186,7 @@ def pretrain_lf_distributed(
     resources_per_worker: dict[str, float] | None = None,
     max_failures: int = 0,
     log: Callable[[str], None] = print,
+    dataset_spec: dict[str, Any] | None = None,
 ) -> PretrainResult:
     """Pretrain an LF model with Ray Train on ``num_workers`` workers; write ``out_dir/lf.ckpt``.
 
@@ -198,6 +202,8 @@ def pretrain_lf_distributed(
         resources_per_worker: Ray resources per worker (default: Ray Train's, one CPU or one GPU).
         max_failures: worker-group restarts Ray Train attempts (each resumes from the last checkpoint).
         log: progress messages.
+        dataset_spec: the dataset's spec (``model_dump`` plus ``spec_path``): a worker on a node without
+            the store builds it from this (see :func:`mfray.run.featurize.ensure_local_store`).
     """
     import torch
 
@@ -219,7 +225,8 @@ def pretrain_lf_distributed(
         f"worker(s) ({'GPU, nccl' if use_gpu else 'CPU, gloo'}), run {storage}/{name}")
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"cfg": cfg, "store_path": str(store.path.resolve()), "use_gpu": use_gpu},
+        train_loop_config={"cfg": cfg, "store_path": str(store.path.resolve()), "use_gpu": use_gpu,
+                           "dataset_spec": dataset_spec},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources_per_worker),

@@ -103,7 +103,8 @@ def _context(plan: StudyPlan, search: SearchPlan) -> TrialContext:
         study=plan.study, store_path=t.store_path, targets=t.ref.targets, lf_target=t.ref.lf_target,
         setting=search.setting, strategy=search.strategy, search_seed=t.seeds[plan.study.search.seed_index],
         lf_checkpoints={r: p.checkpoint.uri for r, p in search.lf.items()},
-        outputs=search.outputs_lf.outputs.uri if search.outputs_lf else None)
+        outputs=search.outputs_lf.outputs.uri if search.outputs_lf else None,
+        dataset_spec={**t.spec.model_dump(mode="json"), "spec_path": t.spec.spec_path})
 
 
 def _optuna_storage(spec: str | None, base_dir):
@@ -151,13 +152,17 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
     from mfray.train.task import LFRunConfig
 
     p = plan.study.pretrain
+    task_spec = {t.store_key: t.spec for t in plan.tasks}
     for lf in plan.lf:
         if lf.checkpoint.exists():
             outcome.add("pretrain", "cached")
             continue
+        # pretrain.batch_size is the global batch (the paper's 512 whatever the worker count); Ray Train
+        # workers each take their share, with as many torch threads as CPUs they reserve
+        per_worker = max(1, -(-p.batch_size // p.num_workers))
         cfg = LFRunConfig(readout=lf.readout, model=lf.config["model"],
-                          train=TrainConfig(lr=p.lr, batch_size=p.batch_size, max_epochs=p.max_epochs, patience=0,
-                                            seed=p.seed),
+                          train=TrainConfig(lr=p.lr, batch_size=per_worker, max_epochs=p.max_epochs, patience=0,
+                                            seed=p.seed, num_threads=max(1, int(p.cpus_per_worker))),
                           max_molecules=p.max_molecules, valid_fraction=p.valid_fraction)
         log(f"pretrain LF model {lf.dataset}/{lf.readout} on Ray Train ({p.num_workers} worker(s), "
             f"{p.max_epochs} epoch(s)) [{lf.key}]")
@@ -167,7 +172,8 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
                 lf.store_path, cfg, out, storage_path=plan.ray_storage.uri, name=f"lf-{lf.key}",
                 num_workers=p.num_workers, use_gpu=p.use_gpu,
                 resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if p.use_gpu else {})},
-                max_failures=p.max_failures, log=log)
+                max_failures=p.max_failures, log=log,
+                dataset_spec={**task_spec[lf.store_key].model_dump(mode="json"), "spec_path": task_spec[lf.store_key].spec_path})
             if not lf.location.is_local:
                 lf.checkpoint.put(res.checkpoint)
         resumed = f", resumed from epoch {res.resumed_from_epoch}" if res.resumed_from_epoch is not None else ""

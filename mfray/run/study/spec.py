@@ -121,13 +121,13 @@ class PretrainSpec(_Spec):
     """LF models: one per (dataset, LF readout) the strategies need; trained with Ray Train."""
 
     max_epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=512, ge=2)
+    batch_size: int = Field(default=512, ge=2)  # global: split over the workers
     lr: float = Field(default=5e-5, gt=0)
     max_molecules: int | None = Field(default=None, ge=10)
     valid_fraction: float = Field(default=0.05, gt=0, lt=0.5)
     num_workers: int = Field(default=1, ge=1)  # Ray Train ScalingConfig
     use_gpu: bool = False
-    cpus_per_worker: float = Field(default=1, gt=0)
+    cpus_per_worker: float = Field(default=1, gt=0)  # also the worker's torch threads
     max_failures: int = Field(default=1, ge=-1)  # worker failures Ray Train recovers from (from the last checkpoint)
     #: LF readout(s) each pretrained strategy may start from (searched when more than one)
     readouts: dict[str, list[str]] = Field(default_factory=lambda: {"tune_vgae": ["sum"],

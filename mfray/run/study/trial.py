@@ -39,6 +39,7 @@ class TrialContext:
     search_seed: int  # the split seed searches run on
     lf_checkpoints: dict[str, str] = field(default_factory=dict)  # LF readout -> checkpoint location
     outputs: str | None = None  # LF outputs (predictions, embeddings) location
+    dataset_spec: dict[str, Any] | None = None  # to rebuild the store on a node that lacks it
 
 
 def load_study_task(ctx: TrialContext, seed: int):
@@ -46,6 +47,9 @@ def load_study_task(ctx: TrialContext, seed: int):
     from mfray.data.store import GraphStore
     from mfray.data.tasks import load_task
 
+    from mfray.run.featurize import ensure_local_store
+
+    ensure_local_store(ctx.store_path, ctx.dataset_spec)  # a worker node without a shared cache builds it once
     aux_files = {"lf": Location(ctx.outputs).local_copy()} if ctx.outputs else None
     task = load_task(GraphStore(ctx.store_path), seed, targets=ctx.targets, lf_target=ctx.lf_target, aux_files=aux_files)
     if ctx.setting == "inductive" and "lf_label" in task.train.aux:
