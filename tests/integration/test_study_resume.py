@@ -89,6 +89,7 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
     # 1. kill during the first search, once one trial has finished all its epochs
     _kill_when(_start(spec, storage, env), lambda: len(_finished_trials(storage, 4)) >= 1)
     done_trials = _finished_trials(storage, 4)
+    print(f"\nkill 1 (mid-search): {len(done_trials)} finished trial(s), {len(_parts(storage))} result parts")
     status = subprocess.run([sys.executable, "-m", "mfray", "study", "status", str(spec), "--storage", str(storage)],
                             env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "interrupted" in status.stdout, status.stdout + status.stderr
@@ -98,6 +99,7 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
     for trial, digest in done_trials.items():  # a finished trial was not trained again
         assert hashlib.sha256((storage / trial / "result.json").read_bytes()).hexdigest() == digest, trial
     before = _parts(storage)
+    print(f"kill 2 (mid-runs): {len(before)} result parts")
 
     # 3. re-run to the end
     final = subprocess.run([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
@@ -120,4 +122,4 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
     assert df.group_by("run_key", "fold", "metric").len()["len"].max() == 1  # no row twice
     for s in storage.glob("search/*/trials.json"):
         assert len(json.loads(s.read_text())["trials"]) == 3  # no extra trials after the restore
-    print("\n" + summary)
+    print(f"final: {len(after)} parts, {df.height} rows, {runs.height} distinct runs; re-run: {summary}")

@@ -45,7 +45,9 @@ def test_tiny_study(ray_local, demo_store, tmp_path):
     from mfray.run.study.status import study_status
 
     root = str(Path(demo_store.path).parents[1])
-    plan = make_plan(parse_study(TINY), str(tmp_path / "storage"), store_root=root)
+    db = tmp_path / "optuna.db"  # Optuna RDB storage: what optuna-dashboard watches
+    spec = {**TINY, "search": {**TINY["search"], "storage": str(db)}}
+    plan = make_plan(parse_study(spec), str(tmp_path / "storage"), store_root=root)
     assert plan.tasks[0].store_path == str(demo_store.path)
     out = run_study(plan, log=lambda m: None)
     assert out.counts["search"] == {"ran": 2} and out.counts["runs"] == {"ran": 6}, out.counts
@@ -61,6 +63,12 @@ def test_tiny_study(ray_local, demo_store, tmp_path):
         best = s.best.read_json()
         assert best["valid_loss"] == min(t["valid_loss"] for t in trials)
         assert best["config"]["readout"] in ("sum", "mean")
+
+    import optuna
+
+    summaries = optuna.get_all_study_summaries(storage=f"sqlite:///{db}")
+    assert sorted(x.study_name.split(".")[3] for x in summaries) == ["base", "label"]
+    assert all(x.n_trials == 3 for x in summaries)
 
     df = ResultsStore(plan.results.uri).read(study="tiny")
     runs = df.select("run_key", "strategy", "split_seed").unique()

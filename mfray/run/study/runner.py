@@ -108,6 +108,8 @@ def _context(plan: StudyPlan, search: SearchPlan) -> TrialContext:
 
 
 def _optuna_storage(spec: str | None, base_dir):
+    """Optuna RDB storage from ``search.storage``: a database URL, or a SQLite file (relative paths
+    are taken in the study's storage folder, so ``optuna-dashboard sqlite:///<storage>/optuna.db``)."""
     if not spec:
         return None
     import optuna
@@ -237,7 +239,9 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
         # metric/mode go to the searcher and the scheduler themselves: a define-by-run OptunaSearch
         # does not pick them up from TuneConfig
         searcher = OptunaSearch(space=functools.partial(suggest, study=study, strategy=search.strategy),
-                                metric="valid_loss", mode="min", sampler=sampler, storage=_optuna_storage(study.search.storage, study.base_dir),
+                                metric="valid_loss", mode="min", sampler=sampler,
+                                storage=_optuna_storage(study.search.storage,
+                                                        plan.storage.path if plan.storage.is_local else study.base_dir),
                                 study_name=f"{study.name}.{search.task.dataset}.{search.setting}.{search.strategy}.{search.key[:8]}")
         scheduler = ASHAScheduler(metric="valid_loss", mode="min", time_attr="training_iteration", max_t=max_t, grace_period=min(study.search.grace_period, max_t),
                                   reduction_factor=study.search.reduction_factor)
@@ -318,7 +322,7 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
     for task in plan.tasks:
         if not study.baselines:
             break
-        first = next(s for s in plan.searches if s.task is task) if plan.searches else None
+        first = next((s for s in plan.searches if s.task is task), None)
         ctx = _context(plan, first) if first else TrialContext(study=study, store_path=task.store_path,
                                                                targets=task.ref.targets, lf_target=task.ref.lf_target,
                                                                setting="transductive", strategy="base", search_seed=task.seeds[0])
@@ -401,10 +405,14 @@ def task_names(plan: StudyPlan) -> dict[str, str]:
     """Result-row task names per planned task (needs the featurised stores)."""
     import polars as pl
 
+    from mfray.data.store import MANIFEST
+
     out = {}
     for t in plan.tasks:
         targets = t.ref.targets
         if not targets:
+            if not os.path.exists(os.path.join(t.store_path, MANIFEST)):
+                continue  # not featurised yet: its runs cannot have happened
             store = t.store()
             fid = t.spec.split.fidelity or t.spec.fidelities[-1]
             targets = store.table("task_labels").filter(pl.col("fidelity") == fid)["target"].unique().sort().to_list()

@@ -105,12 +105,9 @@ def study_status(plan: StudyPlan) -> StudyStatus:
         st.steps.append(StepStatus("pretrain", f"{lf.dataset}/{lf.readout} [{lf.key}]", state, detail))
     store = ResultsStore(plan.results.uri)
     names: dict[str, str] = {}
-    try:
-        from mfray.run.study.runner import task_names
+    from mfray.run.study.runner import task_names
 
-        names = task_names(plan)
-    except Exception:  # stores not built yet: run names are not known
-        names = {}
+    names = task_names(plan)  # tasks not featurised yet are absent: their runs are pending
     for s in plan.searches:
         label = f"{s.label} [{s.key}]"
         if s.best.exists():
