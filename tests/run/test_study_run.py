@@ -106,3 +106,24 @@ def test_a_search_whose_trials_all_fail_is_reported_and_the_study_goes_on(ray_lo
 
     st = study_status(plan)
     assert st.counts()["search"] == {"failed": 1} and "finished with failures" in st.driver_state()
+
+
+def test_auto_search_and_per_trial_resources(ray_local, demo_store, tmp_path):
+    """The strategy searched as a parameter; 2 CPUs per trial on a 2-CPU Ray: trials run one at a
+    time even though max_concurrent_trials allows 2."""
+    from mfray.run.study.runner import run_study
+
+    root = str(Path(demo_store.path).parents[1])
+    spec = {**TINY, "name": "auto", "strategies": [], "baselines": [], "max_seeds": 1,
+            "resources": {"cpus_per_trial": 2},
+            "search": {**TINY["search"], "num_samples": 3, "max_concurrent_trials": 2,
+                       "space": {"strategy": ["base", "label"], "readout": ["sum", "mean"]}}}
+    plan = make_plan(parse_study(spec), str(tmp_path / "storage"), store_root=root)
+    run_study(plan, log=lambda m: None)
+    trials = plan.searches[0].trials.read_json()["trials"]
+    assert {t["params"]["strategy"] for t in trials} <= {"base", "label"} and len(trials) == 3
+    spans = sorted((t["t_start"], t["t_end"]) for t in trials)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+    df = ResultsStore(plan.results.uri).read(study="auto")
+    best = plan.searches[0].best.read_json()
+    assert set(df["strategy"]) == {"auto"} and set(df["params_strategy"]) == {best["config"]["strategy"]}

@@ -68,6 +68,28 @@ def test_space_is_conditional_on_the_strategy():
     assert all(seen_unfreeze.values())
 
 
+def test_auto_search_draws_the_strategy_first(tmp_path):
+    study = parse_study({**BASE, "strategies": [],
+                         "search": {"space": {**BASE["search"]["space"], "strategy": ["base", "label", "tune_readout"]}}})
+    seen = set()
+    for params, const in _sample(study, "auto", 30):
+        seen.add(params["strategy"])
+        assert const == {}
+        if params["strategy"] == "tune_readout":
+            assert "freeze" in params and "readout" not in params
+        else:
+            assert "readout" in params and "freeze" not in params
+        cfg = resolve_config(study, "auto", params)
+        assert cfg["strategy"] == params["strategy"]
+    assert seen == {"base", "label", "tune_readout"}
+    plan = make_plan(study, str(tmp_path))
+    assert [s.strategy for s in plan.searches] == ["auto"] and list(plan.searches[0].lf) == ["set_transformer"]
+    ind = make_plan(study.model_copy(update={"settings": ["inductive"]}), str(tmp_path))
+    from mfray.run.study.space import candidates
+
+    assert candidates(study, "inductive") == ["base", "tune_readout"] and len(ind.searches) == 1
+
+
 def test_one_choice_parameters_are_constants_of_the_config():
     study = parse_study({**BASE, "search": {"space": {"readout": ["set_transformer"], "hidden_dim": [32, 64]}}})
     for params, const in _sample(study, "base", 3):

@@ -24,8 +24,8 @@ from mfray.data.sources import build_source
 from mfray.data.specs import DatasetSpec
 from mfray.data.store import GraphStore, default_root, store_key
 from mfray.results.record import make_run_key
-from mfray.run.study.space import lf_model_config
-from mfray.run.study.spec import StudySpec, TaskRef
+from mfray.run.study.space import candidates, lf_model_config
+from mfray.run.study.spec import AUTO, StudySpec, TaskRef
 from mfray.transfer import LF_EMBEDDING, LF_LABEL, LF_PREDICTION, get_strategy
 from mfray.utils.errors import MfrayError, SpecError
 from mfray.utils.hashing import hash_obj
@@ -202,13 +202,13 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
     searches: list[SearchPlan] = []
     for task in tasks:
         for setting in study.settings:
-            for name in study.strategies:
-                s = get_strategy(name)
-                if setting == "inductive" and s.inputs == (LF_LABEL,):
+            for name in study.searched_strategies():
+                pool = [get_strategy(c) for c in candidates(study, setting)] if name == AUTO else [get_strategy(name)]
+                if not pool or setting == "inductive" and pool[0].inputs == (LF_LABEL,) and name != AUTO:
                     continue  # measured labels only exist for LF-domain molecules: transductive only
-                lf = {r: lf_for(task, r) for r in study.lf_readouts(name)} if s.pretrained else {}
+                lf = {r: lf_for(task, r) for r in study.lf_readouts(name)} if any(s.pretrained for s in pool) else {}
                 outputs_lf = None
-                if study.lf_inputs == "pretrained" and any(k in s.inputs for k in _NEEDS_OUTPUTS):
+                if study.lf_inputs == "pretrained" and any(k in s.inputs for s in pool for k in _NEEDS_OUTPUTS):
                     outputs_lf = lf_for(task, study.pretrain.artifact_readout)
                 ident = {
                     "task": task.ident, "setting": setting, "strategy": name, "seed": task.seeds[study.search.seed_index],

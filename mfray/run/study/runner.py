@@ -238,7 +238,8 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
         sampler = optuna.samplers.TPESampler(seed=study.search.seed, n_startup_trials=study.search.n_startup_trials)
         # metric/mode go to the searcher and the scheduler themselves: a define-by-run OptunaSearch
         # does not pick them up from TuneConfig
-        searcher = OptunaSearch(space=functools.partial(suggest, study=study, strategy=search.strategy),
+        searcher = OptunaSearch(space=functools.partial(suggest, study=study, strategy=search.strategy,
+                                                        setting=search.setting),
                                 metric="valid_loss", mode="min", sampler=sampler,
                                 storage=_optuna_storage(study.search.storage,
                                                         plan.storage.path if plan.storage.is_local else study.base_dir),
@@ -281,11 +282,12 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
     search.best.write_json({"search": search.key, "label": search.label, "trial_id": best["trial_id"],
                             "valid_loss": best["valid_loss"], "params": best["params"], "config": config,
                             "n_trials": len(trials), "n_failed": n_err})
-    log(f"  best {best['trial_id']}: valid loss {best['valid_loss']:.4f} {_short(best['params'])}")
+    shown = {k: v for k, v in best["params"].items() if not (k == "strategy" and v == search.strategy)}
+    log(f"  best {best['trial_id']}: valid loss {best['valid_loss']:.4f} {_short(shown)}")
 
 
 def _short(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k != "strategy")
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 @dataclass

@@ -6,14 +6,16 @@ Conditional structure (why define-by-run and not a flat dict):
   encoder and readout: they get ``lf_readout`` (when ``pretrain.readouts`` offers several),
   ``freeze`` and, when something is frozen, ``unfreeze_epoch``; encoder widths are not searched;
 - every other strategy gets ``readout`` and the encoder widths;
-- all get the optimisation parameters (``lr``, ``batch_size``, ...).
+- all get the optimisation parameters (``lr``, ``batch_size``, ...);
+- with ``search.space.strategy`` the strategy itself is the first parameter of an ``auto`` search,
+  and everything above is conditional on the strategy drawn.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mfray.run.study.spec import FREEZE_CHOICES, Range, StudySpec
+from mfray.run.study.spec import AUTO, FREEZE_CHOICES, Range, StudySpec
 from mfray.transfer import get_strategy
 
 #: searchable keys that change the encoder's shape: fixed by the LF model for pretrained strategies
@@ -33,15 +35,30 @@ def _suggest_one(trial: Any, name: str, p: list[Any] | Range, fixed: dict[str, A
     return trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
 
 
-def suggest(trial: Any, study: StudySpec, strategy: str) -> dict[str, Any]:
-    """Draw one configuration for ``strategy`` from ``trial`` (an ``optuna.Trial``).
+def candidates(study: StudySpec, setting: str = "transductive") -> list[str]:
+    """The strategies an ``auto`` search chooses from in ``setting`` (inductive: no measured labels)."""
+    from mfray.transfer import LF_LABEL
+
+    out = list(study.search.space.get("strategy", []))
+    if setting == "inductive":
+        out = [c for c in out if get_strategy(c).inputs != (LF_LABEL,)]
+    return out
+
+
+def suggest(trial: Any, study: StudySpec, strategy: str, setting: str = "transductive") -> dict[str, Any]:
+    """Draw one configuration for ``strategy`` (or, for ``auto``, a strategy and its configuration)
+    from ``trial`` (an ``optuna.Trial``).
 
     Returns the constants that are not searched (the strategy name, one-choice parameters), as
     OptunaSearch expects; the searched values are captured from the ``suggest_*`` calls.
     """
-    s = get_strategy(strategy)
     space = study.search.space
-    fixed: dict[str, Any] = {"strategy": strategy}
+    fixed: dict[str, Any] = {}
+    if strategy == AUTO:  # the strategy is a parameter; everything below is conditional on it
+        strategy = _suggest_one(trial, "strategy", candidates(study, setting), fixed)
+    else:
+        fixed["strategy"] = strategy
+    s = get_strategy(strategy)
     if s.pretrained:
         lf = study.lf_readouts(strategy)
         if len(lf) > 1:
@@ -70,6 +87,8 @@ def resolve_config(study: StudySpec, strategy: str, params: dict[str, Any]) -> d
     (list of stages or None for the strategy's default), unfreeze_epoch, model (ModelSpec
     overrides), train (TrainConfig overrides, without the seed).
     """
+    if strategy == AUTO:
+        strategy = params["strategy"]
     s = get_strategy(strategy)
     train = {**study.train, **{k: params[k] for k in _TRAIN if k in params}}
     train.setdefault("lr", s.lr)

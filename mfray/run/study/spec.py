@@ -57,7 +57,9 @@ TRAIN_KEYS = ("lr", "batch_size", "max_epochs", "patience", "lr_factor", "lr_pat
 MODEL_KEYS = ("encoder", "hidden_dim", "num_layers", "vgae", "latent_dim", "head_hidden_dim", "encoder_kwargs",
               "head_kwargs")
 SPECIAL_KEYS = ("readout", "freeze", "unfreeze_epoch")
-SEARCHABLE = ("lr", "batch_size", "weight_decay", "kl_weight", "hidden_dim", "num_layers", "latent_dim",
+#: the strategy name of a search whose space includes the strategy itself (``search.space.strategy``)
+AUTO = "auto"
+SEARCHABLE = ("strategy", "lr", "batch_size", "weight_decay", "kl_weight", "hidden_dim", "num_layers", "latent_dim",
               "head_hidden_dim", "encoder", *SPECIAL_KEYS)
 
 
@@ -110,6 +112,8 @@ class SearchSpec(_Spec):
                 raise ValueError(f"unknown search parameter {k!r}; searchable: {', '.join(SEARCHABLE)}")
             if isinstance(p, list) and not p:
                 raise ValueError(f"search parameter {k!r} has no choices")
+        if "strategy" in v and not isinstance(v["strategy"], list):
+            raise ValueError("search.space.strategy must be a list of strategy names")
         if "freeze" in v:
             choices = v["freeze"]
             if not isinstance(choices, list) or any(c not in FREEZE_CHOICES for c in choices):
@@ -208,7 +212,9 @@ class StudySpec(_Spec):
 
         if not self.tasks and not self.task_tags:
             raise ValueError("a study needs tasks (dataset names) or task_tags")
-        for s in self.strategies:
+        if not self.strategies and "strategy" not in self.search.space:
+            raise ValueError("a study needs strategies, or search.space.strategy to search over them")
+        for s in [*self.strategies, *self.search.space.get("strategy", [])]:
             if s not in STRATEGIES:
                 raise ValueError(f"unknown strategy {s!r}; registered: {', '.join(STRATEGIES.names())}")
         for b in self.baselines:
@@ -258,11 +264,21 @@ class StudySpec(_Spec):
         return list(choices)
 
     def lf_readouts(self, strategy: str) -> list[str]:
-        """The LF readouts a pretrained strategy can start from."""
+        """The LF readouts a pretrained strategy can start from (for ``auto``: any of its candidates)."""
         from mfray.transfer import get_strategy
 
+        if strategy == AUTO:
+            out: list[str] = []
+            for c in self.search.space.get("strategy", []):
+                if get_strategy(c).pretrained:
+                    out += [r for r in self.lf_readouts(c) if r not in out]
+            return out
         s = get_strategy(strategy)
         return list(self.pretrain.readouts.get(strategy, [s.default_readout]))
+
+    def searched_strategies(self) -> list[str]:
+        """One search per listed strategy, plus ``auto`` when the space searches the strategy itself."""
+        return [*self.strategies, *([AUTO] if "strategy" in self.search.space else [])]
 
     def smoke(self) -> StudySpec:
         """A seconds-to-minutes version of this study (for `--smoke` and CI): tiny budgets, 2 seeds,
