@@ -6,7 +6,8 @@ Vocabulary:
   with ``[setting]`` appended when a study has both settings.
 - a *method* is one (strategy, model, readout): what a row is. Its label is the strategy name, with
   ``[model]`` when that strategy was run with several models and ``[readout]`` when the study has
-  several readouts (``base[rf]``, ``label[st]``, ``base[gnn/st]``).
+  several readouts (``base[rf]``, ``label[st]``, ``base[gnn/st]``). A strategy whose readout was
+  chosen per task (a study searched it) is one method: its readout is not part of its label.
 - the *base* of a method in a unit is the ``base``-strategy method of the same unit with the same
   model and readout; else the same model; else the unit's only base method; else none.
 - *change* is signed so that positive is better: ``method - base`` for higher-is-better metrics
@@ -71,8 +72,40 @@ def latest_runs(df: pl.DataFrame) -> pl.DataFrame:
     return df.filter(pl.col("run_key").is_in(runs["run_key"].implode()))
 
 
+def _readout_per_task(df: pl.DataFrame) -> pl.DataFrame:
+    """Null the readout of strategies whose readout is a per-task choice (a study searched it).
+
+    When no (task, setting, strategy, model, split seed) was run with two readouts, a strategy whose
+    readout still differs between tasks picked it per task: it is one method, not one per readout.
+    Readouts run side by side on the same task stay separate methods.
+    """
+    if df.height == 0:
+        return df
+    cells = df.group_by("task", "setting", "strategy", "model", "split_seed").agg(pl.col("readout").n_unique().alias("_r"))
+    if cells["_r"].max() > 1:
+        return df
+    varying = (df.group_by("strategy", "model").agg(pl.col("readout").n_unique().alias("_r"))
+               .filter(pl.col("_r") > 1))
+    if varying.height == 0:
+        return df
+    hit = pl.concat_str([pl.col("strategy"), pl.col("model")], separator="\x1f").is_in(
+        [f"{a}\x1f{b}" for a, b in varying.select("strategy", "model").iter_rows()])
+    return df.with_columns(readout=pl.when(hit).then(pl.lit(None, pl.String)).otherwise(pl.col("readout")))
+
+
+def _seeds_phrase(df: pl.DataFrame) -> str:
+    """``5 split seeds``, or ``3 split seeds per task`` when tasks have their own seeds (MF-PCBA)."""
+    per_task = df.group_by("task").agg(pl.col("split_seed").n_unique().alias("n"))["n"]
+    total = df["split_seed"].n_unique()
+    if per_task.len() > 1 and total > per_task.max():
+        lo, hi = per_task.min(), per_task.max()
+        return f"{lo if lo == hi else f'{lo}-{hi}'} split seeds per task"
+    return f"{total} split seeds"
+
+
 def _label_frame(df: pl.DataFrame) -> pl.DataFrame:
     """Add ``unit`` and ``method`` label columns (see the module docstring)."""
+    df = _readout_per_task(df)
     several_settings = df["setting"].n_unique() > 1
     several_readouts = df["readout"].drop_nulls().n_unique() > 1
     models_per_strategy = df.group_by("strategy").agg(pl.col("model").n_unique().alias("_nm"))
@@ -552,7 +585,7 @@ def _header(df: pl.DataFrame, study: str, fmt: Format) -> str:
     shas = sorted({s for s in df["git_sha"].unique().to_list() if s})
     vers = sorted({v for v in df["mfray_version"].unique().to_list() if v})
     parts = [f"{runs} runs", f"{df['task'].n_unique()} tasks", f"{df['strategy'].n_unique()} strategies",
-             f"{df['split_seed'].n_unique()} split seeds", f"settings: {', '.join(sorted(df['setting'].unique()))}",
+             _seeds_phrase(df), f"settings: {', '.join(sorted(df['setting'].unique()))}",
              f"mfray {', '.join(vers) or '?'}", f"git {', '.join(s[:12] for s in shas) or 'unknown'}"]
     if superseded:
         parts.append(f"{superseded} superseded runs ignored (an older config of the same run)")

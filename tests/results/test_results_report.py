@@ -213,3 +213,24 @@ def test_default_metrics_fall_back_to_what_is_there():
 
 def test_records_fixture_is_consistent():
     assert len(records()) == len(TASKS) * len(STRATEGIES) * len(SEEDS)
+
+
+def test_a_readout_chosen_per_task_is_one_method():
+    """A study that searched the readout picks it per task: one `label` row, not one per readout;
+    readouts run side by side on the same task stay separate methods."""
+    import polars as pl
+
+    from mfray.results.record import RunRecord
+    from mfray.results.report import make_report
+
+    def run(task, strategy, readout, seed, r2):
+        return pl.from_arrow(RunRecord(study="s", task=task, dataset=task, setting="transductive", strategy=strategy,
+                                       model="gnn", split_seed=seed, readout=readout,
+                                       metrics={"test": {"r2": r2}}).to_arrow())
+
+    chosen = [run("a", "label", "sum", s, 0.5) for s in (0, 1)] + [run("b", "label", "attention", s, 0.4) for s in (0, 1)]
+    text = make_report(pl.concat(chosen, how="diagonal_relaxed"), metrics=["r2"])
+    assert "| label | **0.500 ± 0.000** | **0.400 ± 0.000** |" in text and "label[" not in text
+    side_by_side = chosen + [run("a", "label", "attention", s, 0.3) for s in (0, 1)]
+    text = make_report(pl.concat(side_by_side, how="diagonal_relaxed"), metrics=["r2"])
+    assert "label[sum]" in text and "label[attention]" in text

@@ -187,6 +187,26 @@ class StudySpec(_Spec):
     failure: FailureSpec = FailureSpec()
     spec_path: str | None = None
 
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, v: list[str]) -> list[str]:
+        from mfray.transfer import STRATEGIES
+
+        for s in v:
+            if s not in STRATEGIES:
+                raise ValueError(f"unknown strategy {s!r}; registered: {', '.join(STRATEGIES.names())}")
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: list[str]) -> list[str]:
+        from mfray.baselines import BASELINES
+
+        for b in v:
+            if b not in BASELINES:
+                raise ValueError(f"unknown baseline {b!r}; registered: {', '.join(BASELINES.names())}")
+        return v
+
     @field_validator("train")
     @classmethod
     def _train_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +226,6 @@ class StudySpec(_Spec):
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
-        from mfray.baselines import BASELINES
         from mfray.nn import READOUTS
         from mfray.transfer import STRATEGIES
 
@@ -214,12 +233,10 @@ class StudySpec(_Spec):
             raise ValueError("a study needs tasks (dataset names) or task_tags")
         if not self.strategies and "strategy" not in self.search.space:
             raise ValueError("a study needs strategies, or search.space.strategy to search over them")
-        for s in [*self.strategies, *self.search.space.get("strategy", [])]:
+        for s in self.search.space.get("strategy", []):
             if s not in STRATEGIES:
-                raise ValueError(f"unknown strategy {s!r}; registered: {', '.join(STRATEGIES.names())}")
-        for b in self.baselines:
-            if b not in BASELINES:
-                raise ValueError(f"unknown baseline {b!r}; registered: {', '.join(BASELINES.names())}")
+                raise ValueError(f"unknown strategy {s!r} in search.space.strategy; registered: "
+                                 f"{', '.join(STRATEGIES.names())}")
         readouts = self.search.space.get("readout")
         if isinstance(readouts, list):
             for r in readouts:
