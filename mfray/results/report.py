@@ -483,7 +483,14 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
     frame = _grid(methods, units, "method", fmt)
     across = {r["method"]: r for r in tests.filter(pl.col("scope") == "tasks").iter_rows(named=True)}
     mean_change = {m: g["change"].mean() for (m,), g in rows.group_by("method")}
-    mean_pct = {m: g["change_pct"].mean() for (m,), g in rows.group_by("method")}
+    # relative mean change: the mean change over the mean |base| (a mean of per-task percentages can
+    # have the opposite sign of the mean change when one task's base is near zero)
+    mean_pct = {}
+    for (m,), g in rows.group_by("method"):
+        g = g.filter(pl.col("change").is_not_null() & pl.col("base_mean").is_not_null())
+        base_abs = g["base_mean"].abs().mean() if g.height else None
+        ch = g["change"].mean() if g.height else None
+        mean_pct[m] = (100.0 * ch / base_abs if base_abs and ch is not None and 10 * base_abs >= abs(ch) else None)
     floor_col = []
     for m in methods:
         fr = rows.filter((pl.col("method") == m) & pl.col("change_vs_floor").is_not_null())
@@ -498,7 +505,8 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
                   dtype=pl.String),
     )
     notes = [f"change of {metric} over the base strategy of the same task, signed so that positive = better "
-             f"(relative change in brackets, % of |base|; omitted above 1000%, a base near zero). W/T/L: tasks better/equal/worse than base.",
+             f"(relative change in brackets, % of |base|; omitted above 1000%, a base near zero; for the mean change, "
+             f"% of the mean |base| over tasks). W/T/L: tasks better/equal/worse than base.",
              "p: two-sided Wilcoxon signed-rank test over per-task means (scipy.stats.wilcoxon); n/a with "
              "fewer than 2 tasks; with 5 or fewer tasks it cannot fall below 0.05."]
     if any(floor_col):
