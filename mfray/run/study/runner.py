@@ -153,26 +153,38 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
     from mfray.train.loop import TrainConfig
     from mfray.train.task import LFRunConfig
 
+    import ray
+
     p = plan.study.pretrain
     task_spec = {t.store_key: t.spec for t in plan.tasks}
+    num_workers = p.num_workers
+    if not os.environ.get("RAY_ADDRESS"):  # a local Ray cannot grow: do not wait forever for workers
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if num_workers * p.cpus_per_worker > cpus:
+            num_workers = max(1, int(cpus // p.cpus_per_worker))
+            log(f"pretrain: this machine has {cpus:g} CPUs for Ray, using {num_workers} Ray Train worker(s) "
+                f"instead of {p.num_workers}")
+        if p.use_gpu and ray.cluster_resources().get("GPU", 0) < 1:
+            raise MfrayError("pretrain.use_gpu = true, but this machine's Ray has no GPU (set use_gpu = false, or "
+                             "submit the study to a cluster with `ray job submit`)")
     for lf in plan.lf:
         if lf.checkpoint.exists():
             outcome.add("pretrain", "cached")
             continue
         # pretrain.batch_size is the global batch (the paper's 512 whatever the worker count); Ray Train
         # workers each take their share, with as many torch threads as CPUs they reserve
-        per_worker = max(1, -(-p.batch_size // p.num_workers))
+        per_worker = max(1, -(-p.batch_size // num_workers))
         cfg = LFRunConfig(readout=lf.readout, model=lf.config["model"],
                           train=TrainConfig(lr=p.lr, batch_size=per_worker, max_epochs=p.max_epochs, patience=0,
                                             seed=p.seed, num_threads=max(1, int(p.cpus_per_worker))),
                           max_molecules=p.max_molecules, valid_fraction=p.valid_fraction)
-        log(f"pretrain LF model {lf.dataset}/{lf.readout} on Ray Train ({p.num_workers} worker(s), "
+        log(f"pretrain LF model {lf.dataset}/{lf.readout} on Ray Train ({num_workers} worker(s), "
             f"{p.max_epochs} epoch(s)) [{lf.key}]")
         with tempfile.TemporaryDirectory() as tmp:
             out = lf.location.path if lf.location.is_local else tmp
             res = pretrain_lf_distributed(
                 lf.store_path, cfg, out, storage_path=plan.ray_storage.uri, name=f"lf-{lf.key}",
-                num_workers=p.num_workers, use_gpu=p.use_gpu,
+                num_workers=num_workers, use_gpu=p.use_gpu,
                 resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if p.use_gpu else {})},
                 max_failures=p.max_failures, log=log,
                 dataset_spec={**task_spec[lf.store_key].model_dump(mode="json"), "spec_path": task_spec[lf.store_key].spec_path})
@@ -424,6 +436,19 @@ def task_names(plan: StudyPlan) -> dict[str, str]:
     return out
 
 
+def _check_local_resources(study) -> None:
+    """A local Ray cannot grow: a trial asking for more than it has would wait forever."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        return  # a cluster may autoscale to fit
+    have = ray.cluster_resources()
+    r = study.resources
+    if r.cpus_per_trial > have.get("CPU", 0) or r.gpus_per_trial > have.get("GPU", 0):
+        raise MfrayError(f"[resources] asks {r.cpus_per_trial:g} CPU / {r.gpus_per_trial:g} GPU per trial; this "
+                         f"machine's Ray has {have.get('CPU', 0):g} CPU / {have.get('GPU', 0):g} GPU")
+
+
 def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutcome:
     """Run every step of ``plan`` that is not done yet (see module docstring)."""
     from mfray.run.runtime import ensure_ray
@@ -438,6 +463,7 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutco
     plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))
     with _Heartbeat(plan) as hb:
         ensure_ray(log_to_driver=False)
+        _check_local_resources(study)
         hb.phase("featurise")
         featurize_step(plan, outcome, log)
         names = task_names(plan)
