@@ -66,12 +66,23 @@ def _kill_when(proc: subprocess.Popen, cond, timeout: float = 400) -> None:
 
 
 def _finished_trials(storage: Path, max_epochs: int) -> dict[str, str]:
-    """Trial folders whose result.json holds all epochs -> digest of that file."""
+    """Trials that Ray Tune's saved experiment state records as TERMINATED -> digest of their
+    result.json. (A trial that finished after the last state save is unfinished to a restore.)"""
     out = {}
-    for f in storage.glob("ray/search-*/hf_trial_*/result.json"):
-        text = f.read_text()
-        if len([ln for ln in text.splitlines() if ln.strip()]) >= max_epochs:
-            out[str(f.parent.relative_to(storage))] = hashlib.sha256(text.encode()).hexdigest()
+    for exp in storage.glob("ray/search-*"):
+        states = sorted(exp.glob("experiment_state-*.json"))
+        if not states:
+            continue
+        try:
+            data = json.loads(states[-1].read_text())
+        except (OSError, ValueError):  # being written
+            continue
+        for entry in data.get("trial_data", []):
+            t = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+            if t.get("status") == "TERMINATED":
+                f = exp / t["relative_logdir"] / "result.json"
+                if f.exists():
+                    out[str(f.parent.relative_to(storage))] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
 
 

@@ -220,6 +220,9 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
     import optuna
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # one line per search from mfray, not Tune's tables
+    # save Tune's experiment state every 2 s (default: at least 10 s): a trial that finished before the
+    # last save is not run again after a killed driver
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
