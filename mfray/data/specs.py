@@ -34,7 +34,6 @@ Example (a local two-fidelity dataset)::
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mfray.utils.errors import SpecError
 from mfray.utils.hashing import hash_obj
+from mfray.utils.io import read_toml_file
 
 
 class _Spec(BaseModel):
@@ -331,16 +331,5 @@ def parse_spec(data: dict[str, Any], where: str = "<spec>", spec_path: str | Non
 def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
     """Load and validate a dataset spec file; every problem is a :class:`SpecError` naming the file."""
     p = Path(path)
-    if not p.exists():
-        raise SpecError(f"{p}: dataset spec file does not exist")
-    if p.is_dir():
-        raise SpecError(f"{p}: is a folder, expected a dataset spec (.toml) file")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{p}: not UTF-8 text (byte {e.start}): spec files must be UTF-8 TOML") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{p}: not valid TOML: {e}") from None
+    data = read_toml_file(p, "dataset spec")
     return parse_spec(data, where=str(p), spec_path=str(p.resolve()))

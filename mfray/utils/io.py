@@ -47,3 +47,25 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_toml_file(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
+    """A spec file's TOML as a dict; a missing file, a folder, non-UTF-8 bytes or bad TOML is a
+    :class:`mfray.utils.errors.SpecError` naming the file (``kind``: "dataset spec", "study spec")."""
+    import tomllib
+
+    from mfray.utils.errors import SpecError
+
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"{p}: {kind} file does not exist")
+    if p.is_dir():
+        raise SpecError(f"{p}: is a folder, expected a {kind} (.toml) file")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{p}: not UTF-8 text (byte {e.start}): {kind} files must be UTF-8 TOML") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{p}: not valid TOML: {e}") from None

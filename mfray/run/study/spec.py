@@ -37,7 +37,6 @@ something is frozen.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mfray.data.specs import format_validation_error
 from mfray.utils.errors import SpecError
 from mfray.utils.hashing import hash_obj
+from mfray.utils.io import read_toml_file
 
 #: stage sets a freezing choice may name ("none": fine-tune everything)
 FREEZE_CHOICES = {"none": (), "encoder": ("encoder",), "readout": ("readout",),
@@ -61,6 +61,13 @@ SPECIAL_KEYS = ("readout", "freeze", "unfreeze_epoch")
 AUTO = "auto"
 SEARCHABLE = ("strategy", "lr", "batch_size", "weight_decay", "kl_weight", "hidden_dim", "num_layers", "latent_dim",
               "head_hidden_dim", "encoder", *SPECIAL_KEYS)
+
+
+def _registered(names: list[str], registry: Any, what: str) -> list[str]:
+    for n in names:
+        if n not in registry:
+            raise ValueError(f"unknown {what} {n!r}; registered: {', '.join(registry.names())}")
+    return names
 
 
 class _Spec(BaseModel):
@@ -192,20 +199,14 @@ class StudySpec(_Spec):
     def _strategies(cls, v: list[str]) -> list[str]:
         from mfray.transfer import STRATEGIES
 
-        for s in v:
-            if s not in STRATEGIES:
-                raise ValueError(f"unknown strategy {s!r}; registered: {', '.join(STRATEGIES.names())}")
-        return v
+        return _registered(v, STRATEGIES, "strategy")
 
     @field_validator("baselines")
     @classmethod
     def _baselines(cls, v: list[str]) -> list[str]:
         from mfray.baselines import BASELINES
 
-        for b in v:
-            if b not in BASELINES:
-                raise ValueError(f"unknown baseline {b!r}; registered: {', '.join(BASELINES.names())}")
-        return v
+        return _registered(v, BASELINES, "baseline")
 
     @field_validator("train")
     @classmethod
@@ -332,14 +333,4 @@ def parse_study(data: dict[str, Any], where: str = "<study>", spec_path: str | N
 def load_study(path: str | Path) -> StudySpec:
     """Load and validate a study spec; every problem is a :class:`SpecError` naming the file."""
     p = Path(path)
-    if not p.exists():
-        raise SpecError(f"{p}: study spec file does not exist")
-    if p.is_dir():
-        raise SpecError(f"{p}: is a folder, expected a study spec (.toml) file")
-    try:
-        data = tomllib.loads(p.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{p}: not UTF-8 text (byte {e.start}): study specs must be UTF-8 TOML") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{p}: not valid TOML: {e}") from None
-    return parse_study(data, where=str(p), spec_path=str(p.resolve()))
+    return parse_study(read_toml_file(p, "study spec"), where=str(p), spec_path=str(p.resolve()))
