@@ -121,8 +121,13 @@ def resolve_lf_inputs(task: Task, cfg: HFRunConfig, needs: tuple[str, ...]) -> t
 
 
 def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
-             on_epoch: Callable[[EpochLog], bool | None] | None = None) -> HFRunResult:
-    """Fit one HF model for ``task`` with ``cfg.strategy``; evaluate the best-validation model on every fold."""
+             on_epoch: Callable[[EpochLog], bool | None] | None = None, *, resume: dict[str, Any] | None = None,
+             checkpoint_every: int = 0, on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> HFRunResult:
+    """Fit one HF model for ``task`` with ``cfg.strategy``; evaluate the best-validation model on every fold.
+
+    ``resume``, ``checkpoint_every`` and ``on_checkpoint`` are :func:`mfray.train.loop.fit`'s: a search
+    trial hands its fit state to Ray Tune every few epochs and continues from it after a restart.
+    """
     strategy = get_strategy(cfg.strategy)
     store = task.store
     ds_spec = store.manifest["spec"]
@@ -161,7 +166,8 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
     freeze(model, cfg.freeze if cfg.freeze is not None else strategy.freeze)
 
     data = {f: _datasets(store, spec, task.folds[f].mol_ids, ys[f], aux[f]) for f in FOLD_NAMES}
-    res = fit(model, data["train"], data["valid"], cfg.train, on_epoch=on_epoch)
+    res = fit(model, data["train"], data["valid"], cfg.train, on_epoch=on_epoch, resume=resume,
+              checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
 
     metrics, frames = {}, []
     for f in FOLD_NAMES:

@@ -38,6 +38,7 @@ head_hidden_dim = 16
 num_samples = 3
 max_concurrent_trials = 1
 grace_period = 4
+checkpoint_every = 1       # a trial running at a kill continues from its last epoch
 
 [search.space]
 readout = ["sum", "mean"]

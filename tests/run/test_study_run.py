@@ -17,6 +17,7 @@ TINY = {
     "max_seeds": 2, "train": {"max_epochs": 3, "patience": 0, "batch_size": 64},
     "model": {"hidden_dim": 16, "latent_dim": 8, "head_hidden_dim": 16},
     "search": {"num_samples": 3, "max_concurrent_trials": 1, "grace_period": 1, "n_startup_trials": 2,
+               "checkpoint_every": 2,
                "space": {"readout": ["sum", "mean"], "lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
     "failure": {"trial_retries": 1},
 }
@@ -62,6 +63,10 @@ def test_tiny_study(ray_local, demo_store, tmp_path):
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
         best = s.best.read_json()
         assert best["valid_loss"] == min(t["valid_loss"] for t in trials)
+        # trials that reached epoch 2 left their fit state as a Tune checkpoint (what a restore resumes)
+        full = [t for t in trials if t["epochs"] >= 2]
+        ckpts = list(Path(plan.ray_storage.uri).glob(f"search-{s.key}/hf_trial_*/checkpoint_*/fit_state.pt"))
+        assert full and len(ckpts) == len(full)
         assert best["config"]["readout"] in ("sum", "mean")
 
     import optuna

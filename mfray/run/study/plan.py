@@ -212,7 +212,7 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
                     outputs_lf = lf_for(task, study.pretrain.artifact_readout)
                 ident = {
                     "task": task.ident, "setting": setting, "strategy": name, "seed": task.seeds[study.search.seed_index],
-                    "search": study.search.model_dump(mode="json", exclude={"storage", "max_concurrent_trials"}),
+                    "search": study.search.model_dump(mode="json", exclude={"storage", "max_concurrent_trials", "checkpoint_every"}),
                     "train": study.train, "model": study.model, "readout_kwargs": study.readout_kwargs,
                     "lf": sorted(p.key for p in lf.values()), "outputs_lf": outputs_lf.key if outputs_lf else None,
                     "lf_inputs": study.lf_inputs,

@@ -241,6 +241,7 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
     path = f"{plan.ray_storage.uri}/{name}"
     max_t = int(study.train.get("max_epochs", 1000))
     run_config = tune.RunConfig(name=name, storage_path=plan.ray_storage.uri, verbose=0,
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                 failure_config=tune.FailureConfig(max_failures=study.failure.trial_retries))
     if tune.Tuner.can_restore(path):
         log(f"search {search.label}: resuming an interrupted search [{search.key}]")

@@ -109,6 +109,9 @@ class SearchSpec(_Spec):
     reduction_factor: float = Field(default=2.0, gt=1)
     seed_index: int = Field(default=0, ge=0)  # which of the split seeds the search runs on
     storage: str | None = None  # Optuna RDB storage: a SQLite path or a database URL (optuna-dashboard)
+    #: a running trial hands its fit state to Ray Tune every this many epochs (0: never); after a killed
+    #: driver it continues from there instead of epoch 0. It does not change what a search finds.
+    checkpoint_every: int = Field(default=5, ge=0)
     space: dict[str, Param] = Field(default_factory=dict)
 
     @field_validator("space")

@@ -22,6 +22,7 @@ from mfray.run.study.spec import StudySpec
 from mfray.utils.errors import MfrayError
 from mfray.utils.location import Location
 
+TRIAL_STATE = "fit_state.pt"
 #: testing hook: the first attempt of the first N trials of a search raises (exercises the retry policy)
 FAULT_ENV = "MFRAY_INJECT_TRIAL_FAULTS"
 
@@ -115,18 +116,44 @@ def hf_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     index = _trial_index(os.path.basename(tctx.get_trial_dir() or ""), trial_id)
     if attempt == 1 and n_fail and index is not None and index <= n_fail:
         raise RuntimeError(f"injected fault ({FAULT_ENV}={n_fail}) in trial {trial_id}, attempt {attempt}")
+    import tempfile
+
+    import torch
+
     params = {k: v for k, v in config.items()}
     resolved = resolve_config(ctx.study, ctx.strategy, params)
     task = load_study_task(ctx, ctx.search_seed)
     cfg = hf_run_config(ctx, task, resolved, train_seed=ctx.study.search.seed)
-    best = [float("inf")]
+    every = ctx.study.search.checkpoint_every
+    resume = None
+    saved = tune.get_checkpoint()  # a restored trial: continue where its last checkpoint left off
+    if saved is not None:
+        with saved.as_directory() as d:
+            resume = torch.load(Path(d) / TRIAL_STATE, map_location="cpu", weights_only=True)
+    best = [float(resume["best_loss"]) if resume else float("inf")]
+    pending: list[dict[str, Any]] = []
+
+    def metrics(log) -> dict[str, Any]:
+        best[0] = min(best[0], log.valid_loss)
+        return {"valid_loss": best[0], "epoch_valid_loss": log.valid_loss, "train_loss": log.train_loss,
+                "epoch": log.epoch + 1, "lr": log.lr, "attempt": attempt, "t_start": t_start, "t": time.time()}
 
     def on_epoch(log) -> None:
-        best[0] = min(best[0], log.valid_loss)
-        tune.report({"valid_loss": best[0], "epoch_valid_loss": log.valid_loss, "train_loss": log.train_loss,
-                     "epoch": log.epoch + 1, "lr": log.lr, "attempt": attempt, "t_start": t_start, "t": time.time()})
+        # one report per epoch (ASHA counts them); on checkpoint epochs it waits for the state
+        if every and (log.epoch + 1) % every == 0:
+            pending.append(metrics(log))
+        else:
+            tune.report(metrics(log))
 
-    train_hf(task, cfg, on_epoch=on_epoch)
+    def on_checkpoint(state: dict[str, Any]) -> None:
+        if not pending:  # the final state of a finished fit: the trial is over, nothing to resume
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, Path(tmp) / TRIAL_STATE)
+            tune.report(pending.pop(), checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    train_hf(task, cfg, on_epoch=on_epoch, resume=resume, checkpoint_every=every,
+             on_checkpoint=on_checkpoint if every else None)
 
 
 def refit(ctx: TrialContext, config: dict[str, Any], seed: int, predictions_to: str | None) -> dict[str, Any]:
