@@ -182,8 +182,7 @@ class GraphExtractor:
         std = self.standardizer
         fast_ok = self._no_stereo  # chirality has no bulk getter: with stereo kept, every atom is asked
         atom_cols, bond_cols = out.atom, out.bond
-        z_col, hs_col, charge_col = atom_cols["atom_z"], atom_cols["atom_hs"], atom_cols["atom_charge"]
-        hyb_col, arom_col, chir_col = atom_cols["atom_hybridization"], atom_cols["atom_aromatic"], atom_cols["atom_chirality"]
+        arom_col, chir_col = atom_cols["atom_aromatic"], atom_cols["atom_chirality"]
         type_col, conj_col, ring_col = bond_cols["bond_type"], bond_cols["bond_conjugated"], bond_cols["bond_in_ring"]
         stereo_col = bond_cols["bond_stereo"]
         edges = out.edges

@@ -97,37 +97,37 @@ def _reset(module: nn.Module) -> None:
 # --------------------------------------------------------------------------- fixed readouts
 
 
-@READOUTS.register("sum")
-class SumReadout(Readout):
-    """Sum of the node embeddings. ``out_dim = in_dim``."""
+class _ScatterReadout(Readout):
+    """A fixed readout: one ``scatter`` reduction of the node embeddings. ``out_dim = in_dim``."""
+
+    reduce: str
 
     def __init__(self, in_dim: int) -> None:
         super().__init__(in_dim, in_dim)
 
     def pool(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        return scatter(h, batch, dim=0, dim_size=num_graphs, reduce="sum")
+        return scatter(h, batch, dim=0, dim_size=num_graphs, reduce=self.reduce)
+
+
+@READOUTS.register("sum")
+class SumReadout(_ScatterReadout):
+    """Sum of the node embeddings. ``out_dim = in_dim``."""
+
+    reduce = "sum"
 
 
 @READOUTS.register("mean")
-class MeanReadout(Readout):
+class MeanReadout(_ScatterReadout):
     """Mean of the node embeddings. ``out_dim = in_dim``."""
 
-    def __init__(self, in_dim: int) -> None:
-        super().__init__(in_dim, in_dim)
-
-    def pool(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        return scatter(h, batch, dim=0, dim_size=num_graphs, reduce="mean")
+    reduce = "mean"
 
 
 @READOUTS.register("max")
-class MaxReadout(Readout):
+class MaxReadout(_ScatterReadout):
     """Feature-wise maximum of the node embeddings. ``out_dim = in_dim``."""
 
-    def __init__(self, in_dim: int) -> None:
-        super().__init__(in_dim, in_dim)
-
-    def pool(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        return scatter(h, batch, dim=0, dim_size=num_graphs, reduce="max")
+    reduce = "max"
 
 
 @READOUTS.register("sum_mean_max")

@@ -48,6 +48,11 @@ class TaskPlan:
         return self.spec.name
 
     @property
+    def id(self) -> str:
+        """Identity within a plan: one dataset store may serve several tasks (QMugs: one per target)."""
+        return f"{self.store_path}|{self.ref.targets}"
+
+    @property
     def ident(self) -> dict[str, Any]:
         return {"store": self.store_key, "dataset": self.spec.name, "targets": self.ref.targets,
                 "lf_target": self.ref.lf_target}
@@ -172,8 +177,7 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
         if ident in seen:
             continue
         seen.add(ident)
-        source = build_source(spec)
-        key = store_key(spec, source.fingerprint(), extractor_for(spec).spec())
+        key = store_key(spec, build_source(spec).fingerprint(), extractor_for(spec).spec())
         seeds = list(spec.split.seeds) if study.split_seeds == "spec" else list(study.split_seeds)
         if study.max_seeds:
             seeds = seeds[: study.max_seeds]

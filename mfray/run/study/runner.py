@@ -1,6 +1,6 @@
 """``run_study``: the study plan of DESIGN.md on Ray, every step idempotent and keyed by content.
 
-1. featurise every dataset (graph store cache; Ray Data for large sources)
+1. featurise every dataset (graph store cache; Ray Data map_batches over raw shards)
 2. pretrain each LF model the strategies need (Ray Train, DDP; resumes from its last checkpoint)
 3. export LF predictions/embeddings for every molecule (Ray task)
 4. search each (task, setting, strategy): Tuner(function trainable) + OptunaSearch (seeded TPE,
@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from mfray.results.record import RunRecord
 from mfray.results.store import ResultsStore
-from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, baseline_identity, refit_identity, run_key
+from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, TaskPlan, baseline_identity, refit_identity, run_key
 from mfray.run.study.space import resolve_config, suggest
 from mfray.run.study.trial import TrialContext, baseline, export_lf_outputs, hf_trial, refit
 from mfray.utils.errors import MfrayError
@@ -97,14 +97,16 @@ class _Heartbeat:
         self._write()
 
 
-def _context(plan: StudyPlan, search: SearchPlan) -> TrialContext:
-    t = search.task
+def _context(plan: StudyPlan, task: TaskPlan, search: SearchPlan | None = None) -> TrialContext:
+    """What a trial, refit or baseline of ``task`` needs; LF inputs and setting from ``search`` (baselines
+    have none: they read the measured LF label, transductively)."""
     return TrialContext(
-        study=plan.study, store_path=t.store_path, targets=t.ref.targets, lf_target=t.ref.lf_target,
-        setting=search.setting, strategy=search.strategy, search_seed=t.seeds[plan.study.search.seed_index],
-        lf_checkpoints={r: p.checkpoint.uri for r, p in search.lf.items()},
-        outputs=search.outputs_lf.outputs.uri if search.outputs_lf else None,
-        dataset_spec={**t.spec.model_dump(mode="json"), "spec_path": t.spec.spec_path})
+        study=plan.study, store_path=task.store_path, targets=task.ref.targets, lf_target=task.ref.lf_target,
+        setting=search.setting if search else "transductive", strategy=search.strategy if search else "base",
+        search_seed=task.seeds[plan.study.search.seed_index],
+        lf_checkpoints={r: p.checkpoint.uri for r, p in search.lf.items()} if search else {},
+        outputs=search.outputs_lf.outputs.uri if search and search.outputs_lf else None,
+        dataset_spec={**task.spec.model_dump(mode="json"), "spec_path": task.spec.spec_path})
 
 
 def _optuna_storage(spec: str | None, base_dir):
@@ -127,23 +129,14 @@ def featurize_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], 
         if os.path.exists(os.path.join(task.store_path, MANIFEST)):
             outcome.add("featurise", "cached")
             continue
-        sizes = [v.get("size", 0) for v in _fingerprint_sizes(task.spec)]
-        executor = "ray" if sum(sizes) > 20e6 else "local"
-        log(f"featurise {task.dataset} ({executor})")
-        res = featurize_dataset(task.spec, plan.store_root, executor=executor, progress=False, log=lambda m: None)
+        log(f"featurise {task.dataset} (Ray Data)")
+        res = featurize_dataset(task.spec, plan.store_root, executor="ray", progress=False, log=lambda m: None)
         if res.store.path.as_posix() != task.store_path:
             raise MfrayError(f"{task.dataset}: store built at {res.store.path}, planned {task.store_path} "
                              "(did the data change while the study started?)")
         c = res.store.manifest["counts"]
         log(f"  {c['molecules']:,} molecules, {c['rows_quarantined']:,} rows quarantined")
         outcome.add("featurise", "ran")
-
-
-def _fingerprint_sizes(spec) -> list[dict[str, Any]]:
-    from mfray.data.sources import build_source
-
-    fp = build_source(spec).fingerprint()
-    return [v for v in fp.values() if isinstance(v, dict) and "size" in v]
 
 
 def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
@@ -235,7 +228,7 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
     previous = search.trials.read_json() if search.trials.exists() else None
     retry = int(previous.get("retry", 0)) + 1 if previous else 0
     name = f"search-{search.key}" + (f"-r{retry}" if retry else "")
-    ctx = _context(plan, search)
+    ctx = _context(plan, search.task, search)
     trainable = tune.with_resources(tune.with_parameters(hf_trial, ctx=ctx),
                                     {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial})
     path = f"{plan.ray_storage.uri}/{name}"
@@ -332,22 +325,18 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
             continue
         best = search.best.read_json()
         config = best["config"]
-        ctx = _context(plan, search)
+        ctx = _context(plan, search.task, search)
         for seed in search.task.seeds:
-            ident = refit_identity(plan, search, config, seed, task_names[search.task.store_path + "|" + str(search.task.ref.targets)])
+            ident = refit_identity(plan, search, config, seed, task_names[search.task.id])
             jobs.append(_Job("refit", ident, run_key(ident), ctx, config, seed, best["trial_id"],
                              name=f"{search.label} seed {seed}"))
     for task in plan.tasks:
         if not study.baselines:
             break
-        first = next((s for s in plan.searches if s.task is task), None)
-        ctx = _context(plan, first) if first else TrialContext(study=study, store_path=task.store_path,
-                                                               targets=task.ref.targets, lf_target=task.ref.lf_target,
-                                                               setting="transductive", strategy="base", search_seed=task.seeds[0])
-        ctx = TrialContext(**{**ctx.__dict__, "setting": "transductive", "outputs": None, "lf_checkpoints": {}})
+        ctx = _context(plan, task)
         for name in study.baselines:
             for seed in task.seeds:
-                ident = baseline_identity(plan, task, name, seed, task_names[task.store_path + "|" + str(task.ref.targets)])
+                ident = baseline_identity(plan, task, name, seed, task_names[task.id])
                 jobs.append(_Job("baseline", ident, run_key(ident), ctx, {"baseline": name, "grid": study.baseline_grid},
                                  seed, name=f"{task.dataset} {name} seed {seed}"))
     todo = []
@@ -391,7 +380,7 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
         params = job.params if job.kind == "refit" else {**job.params, **{f"best_{k}": v for k, v in out["params"].items()}}
         rec = RunRecord(study=study.name, task=out["task"], dataset=out["dataset"], setting=job.identity["setting"],
                         strategy=job.identity["strategy"], model=job.identity["model"], split_seed=job.seed,
-                        metrics=out["metrics"], params=_recordable(params), n_train_hf=out["n_train_hf"],
+                        metrics=out["metrics"], params=params, n_train_hf=out["n_train_hf"],
                         readout=job.identity["readout"], config_hash=job.identity["config_hash"],
                         trial_id=job.trial_id, best_epoch=out["best_epoch"], started_at=out["started_at"],
                         finished_at=out["finished_at"])
@@ -405,18 +394,6 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
                                                             str(out["metrics"].get("test"))))
         if hb:
             hb.state["runs_done"] = done
-
-
-def _recordable(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop empty nested mappings (they flatten to nothing) and keep scalars, lists, mappings."""
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, dict):
-            v = _recordable(v)
-            if not v:
-                continue
-        out[k] = v
-    return out
 
 
 def task_names(plan: StudyPlan) -> dict[str, str]:
@@ -436,7 +413,7 @@ def task_names(plan: StudyPlan) -> dict[str, str]:
             targets = store.table("task_labels").filter(pl.col("fidelity") == fid)["target"].unique().sort().to_list()
         from mfray.run.study.plan import task_name
 
-        out[t.store_path + "|" + str(t.ref.targets)] = task_name(t, targets)
+        out[t.id] = task_name(t, targets)
     return out
 
 

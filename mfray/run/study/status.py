@@ -115,7 +115,7 @@ def study_status(plan: StudyPlan) -> StudyStatus:
             failed = f", {best['n_failed']} trial(s) failed" if best.get("n_failed") else ""
             st.steps.append(StepStatus("search", label, "done",
                                        f"{best['n_trials']} trials, best valid loss {best['valid_loss']:.4f}{failed}"))
-            tname = names.get(s.task.store_path + "|" + str(s.task.ref.targets))
+            tname = names.get(s.task.id)
             for seed in s.task.seeds:
                 if tname is None:
                     st.steps.append(StepStatus("runs", f"{s.label} seed {seed}", "pending"))
@@ -132,7 +132,7 @@ def study_status(plan: StudyPlan) -> StudyStatus:
         else:
             st.steps.append(StepStatus("search", label, "pending"))
     for t in plan.tasks:
-        tname = names.get(t.store_path + "|" + str(t.ref.targets))
+        tname = names.get(t.id)
         for b in plan.study.baselines:
             for seed in t.seeds:
                 state = "pending"
