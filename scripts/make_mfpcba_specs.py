@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,42 @@ TRANSFORM_TEXT = {
     "minus": ", negated (-log XC50)",
     "no": "",
 }
+
+
+#: DR assay -> {DR column: its qualifier column}, read off the headers of the real PubChem data tables
+#: (public repository JoshuaHesse/DataValuationPlatform, Experiments/Raw_data/AID_<AID>_datatable_all.csv,
+#: commit 604b8f0; the AID 1431 and 624326 tables are in shared/data/pubchem_fixtures). Assays not
+#: listed get dr_qualifier_columns = "auto" (the nearest "...Qualifier..." column at most two before
+#: each DR column, PubChem's two layouts seen in these headers).
+QUALIFIERS: dict[int, dict[str, str]] = {
+    1053173: {"pAC50_M": "AC50_Qualifier"},
+    1259375: {"LogIC50": "Qualifier"},
+    1431: {"IC50 #1": "Qualifier"},
+    1914: {"EC50": "EC50 Qualifier"},
+    1960: {"EC50": "EC50 Qualifier"},
+    2382: {"EC50": "EC50 Qualifier"},
+    435004: {"Log_EC50_M": "EC50_Qualifier"},
+    435010: {"Log_EC50_M": "EC50_Qualifier"},
+    493155: {"IC50": "IC50_Qualifier"},
+    588343: {"pAC50_M": "AC50_Qualifier"},
+    602259: {"IC50_Mean": "IC50_Mean_Qualifier"},
+    624326: {"IC50": "IC50_Qualifier"},
+    624474: {"IC50_Mean": "IC50_Mean_Qualifier"},
+    652116: {"pAC50_M": "AC50_Qualifier"},
+    687027: {"pAC50_M": "AC50_Qualifier"},
+    720512: {"pAC50_M": "AC50_Qualifier"},
+    720632: {"pAC50_M": "AC50_Qualifier"},
+    743267: {"pAC50_M": "AC50_Qualifier"},
+}
+#: DR assays whose table has no qualifier column (header checked): AID 489005 has only 'FitCategory_1'
+NO_QUALIFIER = {489005}
+
+
+def _reversed(dr_cols: list[str], transform: str) -> bool:
+    """The qualifier is written on the potency in uM; a DR column that is already its negative log
+    ('pAC50_M', 'pAbsAC1_M', taken as is) runs the other way. (Log_* columns with transform "minus"
+    keep the potency's order before the transform flips it.)"""
+    return transform == "no" and all(re.match(r"p(AC|Abs|IC|EC|XC)", c) for c in dr_cols)
 
 
 def _toml(value: Any) -> str:
@@ -96,6 +133,21 @@ def spec_for(row: dict[str, str]) -> tuple[str, str]:
         f"sd_columns = {_toml(sd_cols)}",
         f"dr_columns = {_toml(dr_cols)}",
         f"transform_dr = {_toml(transform)}",
+    ]
+    if dr_aid in NO_QUALIFIER:
+        lines.append(f"# AID {dr_aid} has no qualifier column: every DR value is taken as fitted")
+    else:
+        quals = QUALIFIERS.get(dr_aid)
+        if quals is not None:
+            lines.append("# PubChem reports an inactive compound's potency as '>' the top concentration: a bound")
+            lines.append("dr_qualifier_columns = { " + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in quals.items()) + " }")
+        else:
+            lines.append("# qualifier columns found in the table by PubChem's layout (header not checked here)")
+            lines.append('dr_qualifier_columns = "auto"')
+        if _reversed(dr_cols, transform):
+            lines.append("dr_qualifier_reversed = true  # the qualifier is on the AC50 in uM; this column is -log10(M)")
+        lines.append('censored = "censored"  # or "drop" / "as_value"; studies may override')
+    lines += [
         "",
         "[standardize]",
         'preset = "mfpcba"',

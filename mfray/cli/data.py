@@ -51,6 +51,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from mfray.cli.featurize import print_label_counts
     from mfray.data.catalog import resolve_spec
     from mfray.data.sources import build_source
     from mfray.data.store import MANIFEST, default_root
@@ -75,7 +76,11 @@ def run_show(args: argparse.Namespace) -> int:
                   + (f", id column {f['id_column']!r}" if f["id_column"] else ""))
         for lab in src.labels:
             tr = f" ({lab.transform})" if lab.transform != "none" else ""
-            print(f"    label {lab.fidelity}/{lab.target} <- {lab.file}[{lab.column!r}]{tr}")
+            q = ""
+            if lab.qualifier_column:
+                q = (f"; qualifier {lab.qualifier_column!r}" + (" (written on the reversed quantity)" if lab.qualifier_reversed else "")
+                     + f", censored = {lab.censored!r}")
+            print(f"    label {lab.fidelity}/{lab.target} <- {lab.file}[{lab.column!r}]{tr}{q}")
         for art in src.artifacts:
             print(f"    artifact {art.name} ({art.kind}) <- {art.file}[{art.column!r}]")
     else:
@@ -98,15 +103,21 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"  tags          {', '.join(spec.tags)}")
     if spec.citation:
         print(f"  citation      {spec.citation}")
-    # sizes, if a store was built under the default root
-    stores = sorted((default_root() / spec.name).glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
-    if stores:
-        m = json.loads(stores[-1].read_text())
-        c = m["counts"]
+    # sizes and label counts, if this spec's store was built under the default root
+    from mfray.data.featurize import extractor_for
+    from mfray.data.store import store_key
+    from mfray.utils.errors import MfrayError
+
+    try:
+        path = default_root() / spec.name / store_key(spec, source.fingerprint(), extractor_for(spec).spec())
+    except MfrayError as e:
+        path = None
+        print(f"  featurised    no: {e}")
+    if path is not None and (path / MANIFEST).exists():
+        c = json.loads((path / MANIFEST).read_text())["counts"]
         print(f"  featurised    {c['molecules']:,} molecules from {c['rows_read']:,} rows "
-              f"({c['rows_quarantined']:,} quarantined) at {stores[-1].parent}")
-        for lab, n in c["labelled_molecules"].items():
-            print(f"    {lab}: {n:,} molecules")
-    else:
-        print("  featurised    not yet (run `mfray featurize " + spec.name + "`)")
+              f"({c['rows_quarantined']:,} quarantined) at {path}")
+        print_label_counts(c, indent="    ")
+    elif path is not None:
+        print(f"  featurised    not yet (run `mfray featurize {spec.name}`)")
     return 0

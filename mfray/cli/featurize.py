@@ -24,6 +24,20 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def print_label_counts(counts: dict, indent: str = "  ") -> None:
+    """Per label: molecules, and fitted / censored-below / censored-above where values carry a qualifier."""
+    cens = counts.get("label_censoring", {})
+    for lab, n in counts["labelled_molecules"].items():
+        line = f"{indent}labelled {lab:<16} {n:>8,} molecules"
+        c = cens.get(lab)
+        if c and c.get("qualified"):
+            line += (f"   fitted {c['fitted']:,} / censored-below {c['censored_below']:,} / "
+                     f"censored-above {c['censored_above']:,}")
+        print(line)
+    if counts.get("bound_conflicts_dropped"):
+        print(f"{indent}  {counts['bound_conflicts_dropped']:,} label(s) dropped: bounds in both directions and no fitted value")
+
+
 def run(args: argparse.Namespace) -> int:
     from mfray.data.catalog import resolve_spec
     from mfray.run.featurize import featurize_dataset
@@ -50,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  rows quarantined  {c['rows_quarantined']:>10,}   -> {res.store.path / 'quarantine.parquet'}")
     for code, n in c["quarantine_by_code"].items():
         print(f"      {code:<22} {n:>8,}")
-    for lab, n in c["labelled_molecules"].items():
-        print(f"  labelled {lab:<16} {n:>8,} molecules")
+    print_label_counts(c)
     print(f"  split molecules   {c['split_molecules']:>10,}   ({spec.split.kind}, {len(spec.split.seeds)} seeds)")
     print(f"  store             {res.store.path}  ({m['graph_bytes'] / 1e6:.2f} MB graphs, "
           f"{m['bytes_per_molecule']} bytes/molecule)")

@@ -50,6 +50,16 @@ class _Spec(BaseModel):
 
 # ---------------------------------------------------------------- sources
 Transform = Literal["none", "pxc50_from_um", "neg_log10", "log10", "minus"]
+#: +1: the transform keeps the order of values; -1: it reverses it (a bound's direction flips). A
+#: transform missing here cannot carry a censored label (a spec that tries is an error).
+TRANSFORM_DIRECTION: dict[str, int] = {"none": 1, "log10": 1, "pxc50_from_um": -1, "neg_log10": -1, "minus": -1}
+
+#: what a censored label value (a bound, e.g. PubChem's '>' on the potency of an inactive compound) is:
+#: ``drop``: not a label (only fitted values are; the molecule stays, e.g. for its LF label and in the
+#: split); ``as_value``: the bound used as if it were measured (MF-PCBA's "default pXC50" variant);
+#: ``censored``: a bound with a direction, used by training (one-sided loss) and evaluation.
+CensoredPolicy = Literal["drop", "as_value", "censored"]
+CENSORED_POLICIES: tuple[str, ...] = ("drop", "as_value", "censored")
 
 
 class FileSpec(_Spec):
@@ -71,6 +81,38 @@ class LabelSpec(_Spec):
     file: str
     column: str
     transform: Transform = "none"
+    #: a column of '=' / '>' / '<' ... qualifying this label's values ('', '=', '~': a fitted value;
+    #: '>', '>=', '<', '<=': a bound); needs ``censored``
+    qualifier_column: str | None = None
+    #: the qualifier was written on a quantity that runs opposite to this column's values, e.g. PubChem's
+    #: '>' on an IC50 next to a column already converted to pXC50 (then '>' means "pXC50 below the bound")
+    qualifier_reversed: bool = False
+    censored: CensoredPolicy | None = None
+
+    @model_validator(mode="after")
+    def _qualifier(self) -> LabelSpec:
+        check_censoring(self.qualifier_column, self.censored, self.transform, self.qualifier_reversed)
+        return self
+
+    @property
+    def direction(self) -> int:
+        """+1 when a '>' qualifier means "the stored value is a lower bound", -1 when it means an upper one."""
+        return TRANSFORM_DIRECTION[self.transform] * (-1 if self.qualifier_reversed else 1)
+
+
+def check_censoring(qualifier: Any, policy: str | None, transform: str, reversed_: bool = False,
+                    qualifier_key: str = "qualifier_column") -> None:
+    """A qualifier needs a policy and a policy a qualifier; a bound's direction must survive the transform."""
+    if qualifier and policy is None:
+        raise ValueError(f"{qualifier_key} is set but censored is not: say what a bound is "
+                         f"(censored = {' | '.join(repr(p) for p in CENSORED_POLICIES)})")
+    if policy is not None and not qualifier:
+        raise ValueError(f"censored = {policy!r} needs {qualifier_key} (the column saying which values are bounds)")
+    if reversed_ and not qualifier:
+        raise ValueError(f"qualifier_reversed needs {qualifier_key}")
+    if qualifier and transform not in TRANSFORM_DIRECTION:
+        raise ValueError(f"transform {transform!r} cannot say which way a bound points, so a censored label "
+                         f"cannot use it; transforms that can: {', '.join(TRANSFORM_DIRECTION)}")
 
 
 class ArtifactSpec(_Spec):
@@ -106,6 +148,8 @@ class LocalSource(_Spec):
         seen: set[tuple[str, str, str]] = set()
         for i, lab in enumerate(self.labels):
             key = (lab.file, lab.fidelity, lab.target)
+            if lab.qualifier_column is not None and lab.qualifier_column == lab.column:
+                raise ValueError(f"source.labels[{i}]: qualifier_column is the label column itself ({lab.column!r})")
             if key in seen:
                 raise ValueError(
                     f"source.labels[{i}]: ({lab.fidelity}, {lab.target}) is read twice from file {lab.file!r}"
@@ -127,6 +171,28 @@ class MfpcbaSource(_Spec):
     #: AID -> a pre-downloaded PubChem data table (CSV, optionally .gz) read instead of PUG-REST,
     #: for offline use; e.g. ``[source.local_tables]`` then ``873 = "$DATA/AID_873_datatable_all.csv"``.
     local_tables: dict[int, str] = {}
+    #: DR column -> the column qualifying it in the PubChem table ('=', '>', '<': PubChem reports an
+    #: inactive compound's potency as '>' the highest tested concentration, a bound, not a measurement);
+    #: "auto": the nearest column at most two before each DR column whose name holds "qualifier"
+    #: (PubChem's layouts: 'IC50_Qualifier, IC50' and 'AC50_Qualifier, AC50_uM, pAC50_M'); none where
+    #: there is no such column (then every value is taken as fitted)
+    dr_qualifier_columns: dict[str, str] | Literal["auto"] | None = None
+    #: the qualifiers were written on the potency (XC50 in uM) while the DR columns hold its negative
+    #: log (e.g. NCATS' 'pAC50_M' next to 'AC50_Qualifier'): '>' on the AC50 means pAC50 below the bound
+    dr_qualifier_reversed: bool = False
+    #: what a bound is (see ``LabelSpec.censored``); needs dr_qualifier_columns
+    censored: CensoredPolicy | None = None
+
+    @model_validator(mode="after")
+    def _qualifiers(self) -> MfpcbaSource:
+        if isinstance(self.dr_qualifier_columns, dict):
+            unknown = sorted(set(self.dr_qualifier_columns) - set(self.dr_columns))
+            if unknown:
+                raise ValueError(f"dr_qualifier_columns: {unknown} are not DR columns {self.dr_columns}")
+        transform = {"pxc50": "pxc50_from_um", "minus": "minus", "no": "none"}[self.transform_dr]
+        check_censoring(self.dr_qualifier_columns, self.censored, transform, self.dr_qualifier_reversed,
+                        qualifier_key="dr_qualifier_columns")
+        return self
 
     @model_validator(mode="after")
     def _local_aids(self) -> MfpcbaSource:
@@ -286,6 +352,44 @@ class DatasetSpec(_Spec):
 
     def content_hash(self) -> str:
         return hash_obj(self.model_dump(mode="json"))
+
+    def censored_policies(self) -> dict[tuple[str, str], str]:
+        """``(fidelity, target) -> policy`` of every label whose values carry a qualifier."""
+        src = self.source
+        if isinstance(src, LocalSource):
+            return {(lab.fidelity, lab.target): lab.censored for lab in src.labels if lab.censored is not None}
+        if isinstance(src, MfpcbaSource) and src.censored is not None:
+            return {("hf", "DR"): src.censored}
+        return {}
+
+    def task_policy(self, targets: list[str] | None = None, fidelity: str | None = None) -> str | None:
+        """The censored-label policy of a task on ``targets`` (default: every target) of ``fidelity``
+        (default: the split fidelity); None when none of them carries a qualifier."""
+        fid = fidelity or self.split_fidelity
+        own = {t: p for (f, t), p in self.censored_policies().items() if f == fid and (not targets or t in targets)}
+        if len(set(own.values())) > 1:
+            raise SpecError(f"{self.spec_path or self.name}: the {fid} targets have different censored-label policies "
+                            f"{own}; choose one for the task (e.g. --censored, or censored in the study)")
+        return next(iter(own.values()), None)
+
+    def source_identity(self) -> dict[str, Any]:
+        """The source as it determines a store's content: the censored-label policies are left out (a
+        store keeps every bound with its direction; the policy is applied when a task is loaded)."""
+        src = self.source
+        out = src.model_dump(mode="json")
+        # fields at their defaults are left out too, so stores of specs without qualifiers keep their keys
+        if isinstance(src, LocalSource):
+            for lab in out["labels"]:
+                lab.pop("censored")
+                for k, default in (("qualifier_column", None), ("qualifier_reversed", False)):
+                    if lab[k] == default:
+                        lab.pop(k)
+        elif isinstance(src, MfpcbaSource):
+            out.pop("censored")
+            for k, default in (("dr_qualifier_columns", None), ("dr_qualifier_reversed", False)):
+                if out[k] == default:
+                    out.pop(k)
+        return out
 
 
 # ---------------------------------------------------------------- loading

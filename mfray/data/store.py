@@ -8,7 +8,9 @@ standardiser and the graph schema; see :func:`store_key`)::
     graphs/part-*.parquet  one row per molecule: mol_id, n_atoms, per-atom and per-bond property lists
     molecules.parquet    mol_id, smiles (standardised), input_smiles, source_id, n_rows
     labels.parquet       one row per (input row, fidelity, target): the measurements with provenance
-    task_labels.parquet  one row per (mol_id, fidelity, target): labels combined by the duplicates policy
+                         and ``censor`` (0 fitted, +1 the value is a lower bound, -1 an upper bound)
+    task_labels.parquet  one row per (mol_id, fidelity, target): labels combined by the duplicates policy,
+                         with ``censor`` (fitted values win over bounds; see :func:`_aggregate`)
     artifacts.parquet    mol_id + precomputed LF predictions / embeddings (fixed_size_list<float32>)
     splits.parquet       mol_id, seed, fold (train/valid/test)
     quarantine.parquet   every rejected input row: file, file_row, source_id, smiles, stage, code, reason
@@ -65,7 +67,7 @@ def store_key(spec: DatasetSpec, source_fingerprint: dict[str, Any], extractor_s
     return hash_obj(
         {
             "format": STORE_FORMAT,
-            "source": spec.source.model_dump(mode="json"),
+            "source": spec.source_identity(),
             "fingerprint": source_fingerprint,
             "extractor": extractor_spec,
             "fidelities": spec.fidelities,
@@ -101,16 +103,37 @@ def _quarantine_frame(df: pl.DataFrame, stage: str, code: pl.Expr | str, reason:
     )
 
 
-def _aggregate(labels: pl.DataFrame, policy: str) -> pl.DataFrame:
+def _combine(labels: pl.DataFrame, keys: list[str], agg: pl.Expr) -> pl.DataFrame:
+    """One label per ``keys`` group, aware of bounds: fitted values (censor 0) win and are combined by
+    ``agg``; a group of bounds only keeps the tightest one (the smallest upper bound, the largest lower
+    bound). A group of bounds in both directions without a fitted value gets a null value (``_aggregate``
+    drops and counts it)."""
+    fitted = labels.filter(pl.col("censor") == 0)
+    f = fitted.sort("row").group_by(keys).agg(agg, pl.col("n").sum(), pl.lit(0, pl.Int8).alias("censor"))
+    bounds = labels.filter(pl.col("censor") != 0).join(f.select(keys), on=keys, how="anti")
+    b = bounds.group_by(keys).agg(
+        pl.when(pl.col("censor").n_unique() > 1).then(None)
+        .when(pl.col("censor").first() < 0).then(pl.col("value").min())
+        .otherwise(pl.col("value").max()).alias("value"),
+        pl.col("n").sum(), pl.col("censor").first().cast(pl.Int8))
+    return pl.concat([f, b.select(f.columns)])
+
+
+def _aggregate(labels: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int]:
+    """Task labels by the duplicates policy, and how many were dropped as bounds in both directions."""
     keys = ["mol_id", "fidelity", "target"]
+    labels = labels.with_columns(pl.lit(1, pl.UInt32).alias("n"))
     if policy == "mfpcba":
-        per_id = labels.group_by([*keys, "source_id"]).agg(pl.col("value").mean(), pl.len().alias("n"))
-        return per_id.group_by(keys).agg(pl.col("value").max(), pl.col("n").sum())
-    agg = {
-        "mean": pl.col("value").mean(), "median": pl.col("value").median(), "max": pl.col("value").max(),
-        "min": pl.col("value").min(), "first": pl.col("value").first(), "quarantine": pl.col("value").first(),
-    }[policy]
-    return labels.sort("row").group_by(keys).agg(agg, pl.len().alias("n"))
+        per_id = _combine(labels, [*keys, "source_id"], pl.col("value").mean())
+        out = _combine(per_id.with_columns(pl.lit(0, pl.Int64).alias("row")), keys, pl.col("value").max())
+    else:
+        agg = {
+            "mean": pl.col("value").mean(), "median": pl.col("value").median(), "max": pl.col("value").max(),
+            "min": pl.col("value").min(), "first": pl.col("value").first(), "quarantine": pl.col("value").first(),
+        }[policy]
+        out = _combine(labels, keys, agg)
+    conflicting = out.filter(pl.col("value").is_null()).height
+    return out.filter(pl.col("value").is_not_null()), conflicting
 
 
 def finalize(
@@ -126,9 +149,10 @@ def finalize(
     out_dir.mkdir(parents=True, exist_ok=True)
     schema = pq.read_schema(featurized_files[0])
     label_cols = [c for c in schema.names if c.startswith("label:")]
+    censor_cols = [c for c in schema.names if c.startswith("censor:")]
     artifact_cols = [c for c in schema.names if c.startswith("artifact:")]
     meta_cols = ["row", "file", "file_row", "source_id", "smiles", "reject", "std_smiles", "key",
-                 "reject_code", "reject_reason", *label_cols]
+                 "reject_code", "reject_reason", *label_cols, *censor_cols]
     meta = pl.read_parquet(featurized_files, columns=meta_cols).sort("row")
     rows_read = meta.height
     if meta["row"].n_unique() != rows_read:
@@ -171,19 +195,21 @@ def finalize(
         parts = []
         for c in label_cols:
             fid, target = parse_label_column(c)  # type: ignore[misc]
+            cc = "censor:" + c.split(":", 1)[1]
+            censor = pl.col(cc).fill_null(0) if cc in censor_cols else pl.lit(0)
             parts.append(frame.filter(pl.col(c).is_not_null()).select(
                 "mol_id", pl.lit(fid).alias("fidelity"), pl.lit(target).alias("target"),
-                pl.col(c).alias("value"), "source_id", "file", "file_row", "row"))
+                pl.col(c).alias("value"), censor.cast(pl.Int8).alias("censor"), "source_id", "file", "file_row", "row"))
         if not parts:
             return pl.DataFrame(schema={"mol_id": pl.Int64, "fidelity": pl.String, "target": pl.String,
-                                        "value": pl.Float64, "source_id": pl.String, "file": pl.String,
-                                        "file_row": pl.Int64, "row": pl.Int64})
+                                        "value": pl.Float64, "censor": pl.Int8, "source_id": pl.String,
+                                        "file": pl.String, "file_row": pl.Int64, "row": pl.Int64})
         return pl.concat(parts)
 
     labels = long_labels(ok)
     if spec.duplicates == "quarantine":
         conflicts = (labels.group_by(["mol_id", "fidelity", "target"])
-                     .agg(pl.col("value").n_unique().alias("nv"), pl.col("row").sort().alias("rows"))
+                     .agg(pl.struct("value", "censor").n_unique().alias("nv"), pl.col("row").sort().alias("rows"))
                      .filter(pl.col("nv") > 1))
         if conflicts.height:
             exploded = conflicts.explode("rows").rename({"rows": "row"}).with_columns(
@@ -201,7 +227,9 @@ def finalize(
             quarantine.append(_quarantine_frame(clash, "labels", "conflicting_labels", pl.col("why")))
             ok = ok.join(why.select("row"), on="row", how="anti")
             labels = long_labels(ok)
-    task_labels = _aggregate(labels, spec.duplicates).sort(["fidelity", "target", "mol_id"])
+    task_labels, bound_conflicts = _aggregate(labels, spec.duplicates)
+    task_labels = task_labels.select("mol_id", "fidelity", "target", "value", "n", "censor").sort(
+        ["fidelity", "target", "mol_id"])
 
     quarantined = pl.concat([q.cast({"code": pl.String, "reason": pl.String}) for q in quarantine]).sort("row")
     rows_stored = ok.height
@@ -293,7 +321,11 @@ def finalize(
     pq.write_table(qt, out_dir / "quarantine.parquet", compression="zstd")
 
     reasons = quarantined.group_by("code").agg(pl.len().alias("n")).sort("n", descending=True)
-    label_counts = task_labels.group_by(["fidelity", "target"]).agg(pl.len().alias("molecules")).sort(["fidelity", "target"])
+    label_counts = task_labels.group_by(["fidelity", "target"]).agg(
+        pl.len().alias("molecules"), (pl.col("censor") == 0).sum().alias("fitted"),
+        (pl.col("censor") < 0).sum().alias("censored_below"), (pl.col("censor") > 0).sum().alias("censored_above"),
+    ).sort(["fidelity", "target"])
+    qualified = sorted({":".join(c.split(":")[1:]).replace(":", "/") for c in censor_cols})
     n_mols = molecules.height
     manifest = {
         "format": STORE_FORMAT,
@@ -311,6 +343,12 @@ def finalize(
             "rows_merged": rows_stored - n_mols,
             "quarantine_by_code": dict(zip(reasons["code"].to_list(), reasons["n"].to_list())),
             "labelled_molecules": {f"{r['fidelity']}/{r['target']}": r["molecules"] for r in label_counts.to_dicts()},
+            # per label: molecules with a fitted value / a bound below which the true value lies / a
+            # bound above which it lies ("qualified": the label has a qualifier column)
+            "label_censoring": {f"{r['fidelity']}/{r['target']}": {
+                "fitted": r["fitted"], "censored_below": r["censored_below"], "censored_above": r["censored_above"],
+                "qualified": f"{r['fidelity']}/{r['target']}" in qualified} for r in label_counts.to_dicts()},
+            "bound_conflicts_dropped": bound_conflicts,
             "split_molecules": int(len(split_ids)),
         },
         "graph_bytes": total_bytes,

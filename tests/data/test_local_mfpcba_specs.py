@@ -135,6 +135,30 @@ def test_hf_spec_reads_the_real_file(code: str) -> None:
     assert sd == pytest.approx([_value(r["SD_score"]) for r in rows], nan_ok=True)
     assert dr == pytest.approx([_value(r["HF_value"]) for r in rows], nan_ok=True)
     assert sum(v is not None for v in dr) > 0
+    # HF_qualifier is PubChem's qualifier on the XC50: '>' = pXC50 below the stored bound (censor -1)
+    censor = table["censor:hf:DR"].to_pylist()
+    want = {">": -1, "<": 1, "=": 0, "": 0}
+    assert censor == [None if _value(r["HF_value"]) is None else want[r["HF_qualifier"].strip()] for r in rows]
+
+
+#: valued HF rows per qualifier in the 9 files (shared/data/mfpcba/SOURCE.txt): (fitted, '>', '<')
+QUALIFIER_COUNTS = {
+    "serine": (81, 1176, 0), "ubiquitin": (337, 836, 0), "transcription2": (451, 1827, 81),
+    "transcription3": (375, 997, 4), "transcription_5": (26, 442, 0), "toxin_B": (47, 77, 0),
+    "splicing": (1902, 206, 2), "fatty_acid_synthase": (1003, 6, 1), "transcription_4": (1212, 0, 61),
+}
+
+
+@pytest.mark.parametrize("code", sorted(PAIRS))
+def test_specs_declare_the_qualifier_and_count_the_bounds(code: str) -> None:
+    for fname in (f"{code}.toml", f"{code}_hf.toml"):
+        hf = next(lab for lab in load_spec(SPEC_DIR / fname).source.labels if lab.fidelity == "hf")
+        assert (hf.qualifier_column, hf.qualifier_reversed, hf.censored) == ("HF_qualifier", True, "censored")
+        assert hf.direction == -1
+    _need_data()
+    table = pa.concat_tables(list(LocalFilesSource(load_spec(SPEC_DIR / f"{code}_hf.toml")).iter_tables()))
+    c = [v for v in table["censor:hf:DR"].to_pylist() if v is not None]
+    assert (c.count(0), c.count(-1), c.count(1)) == QUALIFIER_COUNTS[code]
 
 
 @pytest.mark.parametrize("code", sorted(PAIRS))
@@ -180,6 +204,7 @@ def test_az_template_loads_without_az_data(monkeypatch: pytest.MonkeyPatch) -> N
     assert [(lab.fidelity, lab.file, lab.column) for lab in src.labels] == [
         ("lf", "primary", "Z-Score"), ("hf", "confirmatory", "pIC50"),
     ]
+    assert (src.labels[1].qualifier_column, src.labels[1].censored) == ("Qualifier", "censored")
     assert all(f.path.startswith("$AZ_DATA/") for f in src.files.values())
     with pytest.raises(SpecError, match="environment variable"):
         LocalFilesSource(spec).path("primary")
@@ -189,13 +214,15 @@ def test_az_template_reads_files_under_az_data(tmp_path: Path, monkeypatch: pyte
     with gzip.open(tmp_path / "assay_17_primary.csv.gz", "wt", encoding="utf-8") as f:
         f.write("Compound ID,SMILES,Z-Score,Plate\nAZ0001,CCO,-1.5,P1\nAZ0002,c1ccccc1O,4.2,P1\n"
                 "AZ0003,CC(=O)O,n.d.,P2\nAZ0004,CCN,,P2\n")
-    (tmp_path / "assay_17_confirmatory.csv").write_text("Compound ID,SMILES,pIC50\nAZ0002,c1ccccc1O,6.3\n")
+    (tmp_path / "assay_17_confirmatory.csv").write_text("Compound ID,SMILES,pIC50,Qualifier\nAZ0002,c1ccccc1O,6.3,=\n"
+                                                        "AZ0001,CCO,4.5,<\n")
     monkeypatch.setenv("AZ_DATA", str(tmp_path))
     src = LocalFilesSource(load_spec(AZ))
     t = pa.concat_tables(list(src.iter_tables()))
-    assert t["source_id"].to_pylist() == ["AZ0001", "AZ0002", "AZ0003", "AZ0004", "AZ0002"]
-    assert t["label:lf:activity"].to_pylist() == [-1.5, 4.2, None, None, None]
-    assert t["label:hf:activity"].to_pylist() == [None, None, None, None, 6.3]
+    assert t["source_id"].to_pylist() == ["AZ0001", "AZ0002", "AZ0003", "AZ0004", "AZ0002", "AZ0001"]
+    assert t["label:lf:activity"].to_pylist() == [-1.5, 4.2, None, None, None, None]
+    assert t["label:hf:activity"].to_pylist() == [None, None, None, None, 6.3, 4.5]
+    assert t["censor:hf:activity"].to_pylist() == [None, None, None, None, 0, -1]  # '< 4.5': below the bound
     rejects = t["reject"].to_pylist()
     assert rejects[2] is not None and "'Z-Score'" in rejects[2]
     assert [i for i, r in enumerate(rejects) if r] == [2]

@@ -21,11 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from mfray.data.sources import mfpcba
-from mfray.data.sources.base import SOURCES, label_column
+from mfray.data.sources.base import SOURCES, censor_column, label_column
 from mfray.data.sources.mfpcba import PubchemClient, PubchemError, PubchemMfpcbaSource, resolve_cache_dir
 from mfray.data.specs import DatasetSpec, parse_spec
 from mfray.utils.errors import DataError
@@ -519,3 +520,69 @@ def test_real_aid_624326_full_table(tmp_path: Path) -> None:
     sd = tbl.column(SD).to_pylist()
     dr = tbl.column(DR).to_pylist()
     assert all((a is None and b is None) or b == pytest.approx(pxc50(a)) for a, b in zip(sd, dr))
+
+
+# ------------------------------------------------------------------------------------ qualifiers
+CENSOR = censor_column("hf", "DR")
+
+
+@pytest.mark.parametrize("qualifiers", [{"IC50 #1": "Qualifier"}, "auto"])
+def test_dr_qualifiers_mark_the_bounds(tmp_path: Path, qualifiers: Any) -> None:
+    """AID 1431: PubChem writes '>' and the top concentration (50 uM) for inactive compounds."""
+    spec = make_spec(tmp_path, dr_qualifier_columns=qualifiers, censored="censored")
+    src = make_source(spec, FakePubchem())
+    assert src.qualified_labels() == [("hf", "DR")]
+    dr = [r for r in read_all(src).to_pylist() if r["file"] == "PubChem AID 1431"]
+    bounds = [r for r in dr if r[CENSOR] == -1]  # '>' on the IC50: pXC50 below the bound
+    fitted = [r for r in dr if r[CENSOR] == 0]
+    assert len(bounds) + len(fitted) == sum(r[DR] is not None for r in dr) and bounds and fitted
+    assert all(r[DR] == pytest.approx(pxc50(50.0)) for r in bounds)
+    assert all(r[CENSOR] is None for r in dr if r[DR] is None)
+    assert all(r["reject"] is None for r in dr)
+    # without qualifiers the same values come as plain measurements, with no censor column
+    plain = read_all(make_source(make_spec(tmp_path / "p"), FakePubchem()))
+    assert CENSOR not in plain.column_names
+
+
+def test_dr_qualifier_reversed_and_replicates(tmp_path: Path) -> None:
+    """Replicate DR columns: fitted values win (median); only bounds: the tightest; both ways: a reason."""
+    from mfray.data.sources.mfpcba import combine_bounds
+
+    values = np.array([[5.0, 7.0, 4.0], [4.0, 4.5, np.nan], [4.0, 6.0, np.nan], [np.nan, np.nan, np.nan]])
+    censor = np.array([[0, 0, -1], [-1, -1, 0], [-1, 1, 0], [0, 0, 0]], dtype=np.int8)
+    out, cens, why = combine_bounds(values, censor, "'A', 'B'")
+    assert out[0] == 6.0 and cens[0] == 0  # median of the fitted 5 and 7
+    assert out[1] == 4.0 and cens[1] == -1  # true < 4 and < 4.5: below 4
+    assert math.isnan(out[2]) and why[2] == "columns 'A', 'B': bounds in both directions and no fitted value"
+    assert math.isnan(out[3]) and why[3] is None and why[0] is None
+
+    table = tmp_path / "t.csv"
+    table.write_text("PUBCHEM_RESULT_TAG,PUBCHEM_SID,PUBCHEM_CID,PUBCHEM_EXT_DATASOURCE_SMILES,SD,AC50_Qualifier,AC50_uM,pAC50_M\n"
+                     "RESULT_TYPE,,,,FLOAT,STRING,FLOAT,STRING\n"
+                     "1,11,101,CCO,5,=,1,6\n2,12,102,CCN,6,>,50,4.301\n3,13,103,CCC,7,<,0.01,8\n"
+                     "4,14,104,CCCC,8,ca.,2,5.7\n5,15,105,CCCCC,9,-,,\n")
+    spec = make_spec(tmp_path, sd_aid=7, dr_aid=7, sd_columns=["SD"], dr_columns=["pAC50_M"], transform_dr="no",
+                     local_tables={"7": str(table)}, dr_qualifier_columns="auto", dr_qualifier_reversed=True,
+                     censored="drop")
+    rows = {r["file_row"]: r for r in read_all(make_source(spec, FakePubchem())).to_pylist()}
+    assert [rows[i][CENSOR] for i in (1, 2, 3)] == [0, -1, 1]  # '>' on the AC50 = pAC50 below 4.301
+    assert rows[4]["reject"] == ("column 'AC50_Qualifier': unknown qualifier 'ca.' (expected one of '', '=', '~', "
+                                 "'>', '>=', '<', '<=')")
+    assert rows[5]["reject"] is None and rows[5][DR] is None  # '-' next to no value qualifies nothing
+
+
+def test_named_qualifier_column_must_exist(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, dr_qualifier_columns={"IC50 #1": "IC50 Qualifier"}, censored="censored")
+    with pytest.raises(DataError, match=r"PubChem AID 1431\): missing column\(s\) \['IC50 Qualifier'\]"):
+        read_all(make_source(spec, FakePubchem()))
+
+
+def test_qualifier_spec_errors(tmp_path: Path) -> None:
+    from mfray.utils.errors import SpecError
+
+    with pytest.raises(SpecError, match="dr_qualifier_columns is set but censored is not"):
+        make_spec(tmp_path, dr_qualifier_columns="auto")
+    with pytest.raises(SpecError, match=r"dr_qualifier_columns: \['IC50'\] are not DR columns \['IC50 #1'\]"):
+        make_spec(tmp_path, dr_qualifier_columns={"IC50": "Qualifier"}, censored="drop")
+    with pytest.raises(SpecError, match="censored = 'drop' needs dr_qualifier_columns"):
+        make_spec(tmp_path, censored="drop")

@@ -98,3 +98,21 @@ def test_generator_is_up_to_date(tmp_path: Path) -> None:
     assert mod.main(["--table", str(SHARED / "mfpcba_60.csv"), "--out", str(tmp_path)]) == 0
     for p in sorted(tmp_path.glob("*.toml")):
         assert p.read_text() == (SPECS / p.name).read_text(), p.name
+
+
+def test_specs_declare_their_qualifiers(specs: dict[str, DatasetSpec]) -> None:
+    """Every pair but AID 489005 (no qualifier column in its table) treats bounds as censored by default;
+    the qualifier columns read off real PubChem headers are named, the rest found by layout ("auto")."""
+    named = 0
+    for name, spec in specs.items():
+        src = spec.source
+        if src.dr_aid == 489005:
+            assert src.dr_qualifier_columns is None and src.censored is None
+            continue
+        assert src.censored == "censored" and src.dr_qualifier_columns is not None, name
+        named += isinstance(src.dr_qualifier_columns, dict)
+        # '>' on the AC50 means pAC50 below the bound: columns already in -log units are reversed
+        assert src.dr_qualifier_reversed == (src.transform_dr == "no" and src.dr_columns[0].startswith("pA")), name
+    assert named == 18
+    assert specs["1431-873"].source.dr_qualifier_columns == {"IC50 #1": "Qualifier"}
+    assert specs["720512-652162"].source.dr_qualifier_reversed is True

@@ -13,6 +13,8 @@ Raw record columns:
     smiles    string  the SMILES as given
     reject    string  read-time rejection reason (null = fine so far)
     label:<fidelity>:<target>   float64 (null = not measured)
+    censor:<fidelity>:<target>  int8, only for labels with a qualifier column: 0 = fitted value,
+                                +1 = the value is a lower bound (true value above it), -1 an upper bound
     artifact:<name>             float64 (predictions) or list<float32> (embeddings)
 """
 
@@ -41,6 +43,10 @@ def label_column(fidelity: str, target: str) -> str:
     return f"label:{fidelity}:{target}"
 
 
+def censor_column(fidelity: str, target: str) -> str:
+    return f"censor:{fidelity}:{target}"
+
+
 def artifact_column(name: str) -> str:
     return f"artifact:{name}"
 
@@ -66,6 +72,10 @@ class Source(ABC):
         """Artifact name -> kind (``"prediction"`` or ``"embedding"``)."""
         return {}
 
+    def qualified_labels(self) -> list[tuple[str, str]]:
+        """The (fidelity, target) pairs whose values carry a qualifier (a ``censor:`` column)."""
+        return []
+
     @abstractmethod
     def missing(self) -> str | None:
         """Why this source's data is not on this machine (None: it is), checked without reading it:
@@ -82,6 +92,7 @@ class Source(ABC):
     def raw_schema(self, embedding_dims: dict[str, int] | None = None) -> pa.Schema:
         fields = list(BASE_FIELDS)
         fields += [pa.field(label_column(f, t), pa.float64()) for f, t in self.labels()]
+        fields += [pa.field(censor_column(f, t), pa.int8()) for f, t in self.qualified_labels()]
         for name, kind in self.artifacts().items():
             typ = pa.float64() if kind == "prediction" else pa.list_(pa.float32())
             fields.append(pa.field(artifact_column(name), typ))

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mfray.data.sources.base import SOURCES, Source, artifact_column, label_column
+from mfray.data.sources.base import SOURCES, Source, artifact_column, censor_column, label_column
 from mfray.data.sources.tabular import (
     check_exists,
     detect_format,
@@ -20,6 +21,7 @@ from mfray.data.sources.tabular import (
     merge_reasons,
     parse_embedding,
     parse_numeric,
+    parse_qualifier,
     read_header,
 )
 from mfray.data.specs import DatasetSpec, FileSpec, LocalSource
@@ -44,6 +46,9 @@ class LocalFilesSource(Source):
 
     def artifacts(self) -> dict[str, str]:
         return {a.name: a.kind for a in self.src.artifacts}
+
+    def qualified_labels(self) -> list[tuple[str, str]]:
+        return list(dict.fromkeys((lab.fidelity, lab.target) for lab in self.src.labels if lab.qualifier_column))
 
     def path(self, key: str) -> Path:
         return self.spec.resolve_path(self.src.files[key].path)
@@ -78,6 +83,7 @@ class LocalFilesSource(Source):
         if f.id_column:
             cols.append(f.id_column)
         cols += [lab.column for lab in self.src.labels if lab.file == key]
+        cols += [lab.qualifier_column for lab in self.src.labels if lab.file == key and lab.qualifier_column]
         cols += [a.column for a in self.src.artifacts if a.file == key]
         return list(dict.fromkeys(cols))
 
@@ -120,14 +126,25 @@ class LocalFilesSource(Source):
                 cols["source_id"] = pc.utf8_trim_whitespace(pc.cast(sid, pa.string()))
                 cols["smiles"] = pc.cast(chunk.column(f.smiles_column), pa.string())
                 reasons = []
+                qualified = set(self.qualified_labels())
                 for fid, target in self.labels():
                     lab = next((lb for lb in self.src.labels if lb.file == key and (lb.fidelity, lb.target) == (fid, target)), None)
                     if lab is None:
                         cols[label_column(fid, target)] = pa.nulls(n, pa.float64())
+                        if (fid, target) in qualified:
+                            cols[censor_column(fid, target)] = pa.nulls(n, pa.int8())
                         continue
                     vals, why = parse_numeric(chunk.column(lab.column), lab.column, lab.transform)
                     cols[label_column(fid, target)] = vals
                     reasons.append(why)
+                    if (fid, target) in qualified:
+                        cens = np.zeros(n, dtype=np.int8)
+                        missing = pc.is_null(vals).to_numpy(zero_copy_only=False)
+                        if lab.qualifier_column:
+                            cens, qwhy = parse_qualifier(chunk.column(lab.qualifier_column), lab.qualifier_column,
+                                                         lab.direction, present=~missing)
+                            reasons.append(qwhy)
+                        cols[censor_column(fid, target)] = pa.array(cens, pa.int8(), mask=missing)
                 for art in self.src.artifacts:
                     name = artifact_column(art.name)
                     if art.file != key:

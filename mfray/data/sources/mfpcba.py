@@ -44,15 +44,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from mfray.data.sources.base import SOURCES, Source, label_column
+from mfray.data.sources.base import SOURCES, Source, censor_column, label_column
 from mfray.data.sources.tabular import (
     check_exists,
     iter_file_batches,
     merge_reasons,
     parse_numeric,
+    parse_qualifier,
     read_header,
 )
-from mfray.data.specs import DatasetSpec, MfpcbaSource
+from mfray.data.specs import TRANSFORM_DIRECTION, DatasetSpec, MfpcbaSource
 from mfray.utils.errors import DataError
 from mfray.utils.hashing import file_fingerprint, hash_obj
 from mfray.utils.io import atomic_path
@@ -468,19 +469,69 @@ def _parse_cids(arr: pa.Array) -> tuple[pa.Array, list[str | None]]:
     return cids, reasons
 
 
-def _median_label(batch: pa.Table, columns: list[str], transform: str) -> tuple[pa.Array, list[list[str | None]]]:
-    """Median over ``columns`` (each parsed and transformed; missing values skipped) per row."""
-    vals = []
+def _median_label(
+    batch: pa.Table, columns: list[str], transform: str, qualifiers: dict[str, str] | None = None,
+    direction: int = 1,
+) -> tuple[pa.Array, list[list[str | None]], pa.Array | None]:
+    """Median over ``columns`` (each parsed and transformed; missing values skipped) per row.
+
+    With ``qualifiers`` (value column -> its qualifier column) also the censoring direction of the
+    result (see :func:`combine_bounds`); columns without a qualifier hold fitted values. ``direction``:
+    -1 when '>' on a qualifier means "below" for the transformed value (see ``LabelSpec.direction``).
+    """
+    vals, cens = [], []
     reasons = []
     for c in columns:
         v, why = parse_numeric(batch.column(c), c, transform)
         vals.append(v.to_numpy(zero_copy_only=False).astype(np.float64))
         reasons.append(why)
+        d = np.zeros(batch.num_rows, dtype=np.int8)
+        if qualifiers and c in qualifiers:
+            d, qwhy = parse_qualifier(batch.column(qualifiers[c]), qualifiers[c], direction, present=np.isfinite(vals[-1]))
+            reasons.append(qwhy)
+        cens.append(d)
     stack = np.column_stack(vals) if vals else np.full((batch.num_rows, 1), np.nan)
+    if qualifiers is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no label, not an error
+            med = np.nanmedian(stack, axis=1) if batch.num_rows else np.zeros(0)
+        return pa.array(med, pa.float64(), mask=np.isnan(med)), reasons, None
+    value, censor, why = combine_bounds(stack, np.column_stack(cens) if cens else np.zeros_like(stack, np.int8),
+                                        ", ".join(repr(c) for c in columns))
+    reasons.append(why)
+    missing = np.isnan(value)
+    return pa.array(value, pa.float64(), mask=missing), reasons, pa.array(censor, pa.int8(), mask=missing)
+
+
+def combine_bounds(values: np.ndarray, censor: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """One value per row from several replicate columns that may hold bounds.
+
+    Fitted values win: their median, censor 0. A row of bounds only gives the tightest bound (the
+    smallest upper bound, the largest lower bound). Bounds in both directions and no fitted value
+    cannot be one label: the row gets a reason. Returns values (NaN = none), censor, reasons.
+    """
+    n = len(values)
+    out = np.full(n, np.nan)
+    cens = np.zeros(n, dtype=np.int8)
+    reasons: list[str | None] = [None] * n
+    present = np.isfinite(values)
+    fitted = present & (censor == 0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no label, not an error
-        med = np.nanmedian(stack, axis=1) if batch.num_rows else np.zeros(0)
-    return pa.array(med, pa.float64(), mask=np.isnan(med)), reasons
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fit_med = np.nanmedian(np.where(fitted, values, np.nan), axis=1) if n else np.zeros(0)
+        upper = np.nanmin(np.where(present & (censor < 0), values, np.nan), axis=1) if n else np.zeros(0)
+        lower = np.nanmax(np.where(present & (censor > 0), values, np.nan), axis=1) if n else np.zeros(0)
+    has_fit = fitted.any(axis=1)
+    has_up = (present & (censor < 0)).any(axis=1)
+    has_low = (present & (censor > 0)).any(axis=1)
+    out[has_fit] = fit_med[has_fit]
+    only_up = ~has_fit & has_up & ~has_low
+    only_low = ~has_fit & has_low & ~has_up
+    out[only_up], cens[only_up] = upper[only_up], -1
+    out[only_low], cens[only_low] = lower[only_low], 1
+    for i in np.flatnonzero(~has_fit & has_up & has_low):
+        reasons[i] = f"columns {what}: bounds in both directions and no fitted value"
+    return out, cens, reasons
 
 
 @SOURCES.register("mfpcba")
@@ -527,6 +578,27 @@ class PubchemMfpcbaSource(Source):
 
     def labels(self) -> list[tuple[str, str]]:
         return [SD_LABEL, DR_LABEL]
+
+    def qualified_labels(self) -> list[tuple[str, str]]:
+        return [DR_LABEL] if self.src.dr_qualifier_columns is not None else []
+
+    def qualifier_columns(self, header: list[str]) -> dict[str, str] | None:
+        """DR column -> its qualifier column in a table with ``header`` (stripped names); None: the spec
+        names no qualifiers. ``"auto"`` takes the column right before each DR column when its name
+        holds "qualifier" (how PubChem lays out its tables)."""
+        spec = self.src.dr_qualifier_columns
+        if spec is None:
+            return None
+        if isinstance(spec, dict):
+            return dict(spec)
+        found = {}
+        for c in self.src.dr_columns:
+            i = header.index(c) if c in header else -1
+            for j in range(i - 1, max(i - 3, -1), -1):
+                if j >= 0 and "qualifier" in header[j].lower():
+                    found[c] = header[j]
+                    break
+        return found
 
     def local_path(self, aid: int) -> Path | None:
         raw = self.src.local_tables.get(aid)
@@ -653,9 +725,19 @@ class PubchemMfpcbaSource(Source):
         label_cols = list(dict.fromkeys(c for _, cols, _ in parts for c in cols))
         file_label = f"PubChem AID {table.aid}"
         file_row = 0
+        qualifier_maps: dict[str, dict[str, str]] = {}
         for path in table.paths:
             hmap, has_smiles = self._columns(table, path, label_cols)
-            wanted = list(dict.fromkeys([TAG, CID] + ([SMILES] if has_smiles else []) + label_cols))
+            quals: dict[str, str] = {}
+            if any(p[0] == DR_LABEL for p in parts):
+                quals = self.qualifier_columns(list(hmap)) or {}
+                absent = [q for q in quals.values() if q not in hmap]
+                if absent:
+                    raise DataError(
+                        f"{path} (PubChem AID {table.aid}): missing qualifier column(s) {absent} named in "
+                        f"dr_qualifier_columns of {self.spec.spec_path or self.spec.name}; the table has columns {list(hmap)}")
+                qualifier_maps[str(path)] = quals
+            wanted = list(dict.fromkeys([TAG, CID] + ([SMILES] if has_smiles else []) + label_cols + list(quals.values())))
             for batch in iter_file_batches(path, "csv", None, "utf-8", [hmap[c] for c in wanted], chunk_rows):
                 batch = _data_rows(batch.rename_columns([_strip(c) for c in batch.column_names]))
                 n = batch.num_rows
@@ -672,11 +754,18 @@ class PubchemMfpcbaSource(Source):
                 reasons = [cid_why, smiles_why]
                 for fid_target in self.labels():
                     part = next((p for p in parts if p[0] == fid_target), None)
+                    qualified = fid_target in self.qualified_labels()
                     if part is None:
                         cols[label_column(*fid_target)] = pa.nulls(n, pa.float64())
+                        if qualified:
+                            cols[censor_column(*fid_target)] = pa.nulls(n, pa.int8())
                         continue
-                    vals, why = _median_label(batch, part[1], part[2])
+                    quals = qualifier_maps.get(str(path)) if qualified else None
+                    direction = TRANSFORM_DIRECTION[part[2]] * (-1 if self.src.dr_qualifier_reversed else 1)
+                    vals, why, cens = _median_label(batch, part[1], part[2], quals, direction)
                     cols[label_column(*fid_target)] = vals
+                    if qualified:
+                        cols[censor_column(*fid_target)] = cens
                     reasons += why
                 cols["reject"] = pa.array(merge_reasons(*reasons), pa.string())
                 cols["_n"] = n
@@ -717,9 +806,11 @@ class PubchemMfpcbaSource(Source):
         else:
             plan = [(tables[0], [sd_part]), (tables[1], [dr_part])]
         # every file's columns are checked before any (slow) SMILES look-up
+        explicit = self.src.dr_qualifier_columns if isinstance(self.src.dr_qualifier_columns, dict) else {}
         for table, parts in plan:
+            quals = list(explicit.values()) if any(p[0] == DR_LABEL for p in parts) else []
             for path in table.paths:
-                self._columns(table, path, [c for _, cols, _ in parts for c in cols])
+                self._columns(table, path, [c for _, cols, _ in parts for c in cols] + quals)
         smiles_maps = [self._smiles_for(table) for table, _ in plan]
 
         schema = self.raw_schema()

@@ -188,6 +188,43 @@ def parse_numeric(
     return pa.array(out, pa.float64(), mask=mask), reasons
 
 
+#: qualifier text (after trimming) -> +1: the true value is above the stated one (a lower bound),
+#: -1: below it (an upper bound), 0: the value is fitted. Empty / NA text is a fitted value.
+QUALIFIERS = {"": 0, "=": 0, "~": 0, ">": 1, ">=": 1, "<": -1, "<=": -1}
+
+
+def parse_qualifier(
+    arr: pa.ChunkedArray | pa.Array, column: str, direction: int = 1, present: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[str | None]]:
+    """Qualifier text -> per-row censoring direction of the (transformed) label: ``int8`` with 0 =
+    fitted, +1 = censored above (the true value is at least the stored bound), -1 = censored below.
+
+    ``direction`` is -1 when the label's transform (or the column's own convention) reverses order,
+    so that '>' on an IC50 in uM becomes "pXC50 below the bound". Unknown text gives a per-row reason,
+    except on rows whose value is missing (``present`` False): there is nothing for it to qualify.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    out = np.zeros(n, dtype=np.int8)
+    reasons: list[str | None] = [None] * n
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.string())
+    trimmed = pc.utf8_trim_whitespace(arr).to_pylist()
+    for i, q in enumerate(trimmed):
+        if q is None or q in NULL_TOKENS:
+            continue
+        d = QUALIFIERS.get(q)
+        if present is not None and not present[i]:
+            continue
+        if d is None:
+            reasons[i] = (f"column {column!r}: unknown qualifier {q[:20]!r} "
+                          f"(expected one of {', '.join(repr(k) for k in QUALIFIERS)})")
+            continue
+        out[i] = d * direction
+    return out, reasons
+
+
 def parse_embedding(arr: pa.ChunkedArray | pa.Array, column: str) -> tuple[pa.Array, list[str | None]]:
     """Embeddings to list<float32>. Accepts list columns or text like ``"[0.1, -2.0, ...]"``."""
     if isinstance(arr, pa.ChunkedArray):
