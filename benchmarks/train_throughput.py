@@ -49,12 +49,12 @@ def step(g, yb):
     opt.zero_grad(); loss.backward(); opt.step()
 train_mode(model)
 # warm-up step (allocator, kernels)
-g, yb, _ = data.batch(np.arange(min(batch_size, len(ids))))
+g, yb, _, _ = data.batch(np.arange(min(batch_size, len(ids))))
 step(g.to(device), yb.to(device))
 if device.startswith("cuda"): torch.cuda.synchronize()
 n_graphs, steps = 0, 0
 t0 = time.perf_counter()
-for g, yb, _ in data.batches(batch_size, shuffle=True, rng=np.random.default_rng(0)):
+for g, yb, _, _ in data.batches(batch_size, shuffle=True, rng=np.random.default_rng(0)):
     step(g.to(device), yb.to(device)); n_graphs += g.num_graphs; steps += 1
     if steps >= steps_cap: break
 if device.startswith("cuda"): torch.cuda.synchronize()

@@ -115,17 +115,22 @@ def run_baseline(
 
     configs = baseline.configs(grid)
     y = {f: task.folds[f].y[:, 0].astype(np.float64) for f in FOLD_NAMES}
-    fit_rows = {f: np.isfinite(y[f]) for f in ("train", "valid")}
+    # censored labels: these models take no bounds, so under "censored" (and "drop") they fit and
+    # select on the fitted values only; under "as_value" the bounds count as measurements
+    fit_policy = "drop" if task.censored == "censored" else task.censored
+    fit_y = {f: task.folds[f].training_labels(fit_policy)[0][:, 0].astype(np.float64) for f in ("train", "valid")}
+    fit_rows = {f: np.isfinite(fit_y[f]) for f in ("train", "valid")}
     t1 = time.perf_counter()
-    found = baseline.search(X["train"][fit_rows["train"]], y["train"][fit_rows["train"]],
-                            X["valid"][fit_rows["valid"]], y["valid"][fit_rows["valid"]],
+    found = baseline.search(X["train"][fit_rows["train"]], fit_y["train"][fit_rows["train"]],
+                            X["valid"][fit_rows["valid"]], fit_y["valid"][fit_rows["valid"]],
                             configs, seed=seed, n_jobs=n_jobs)
     t_search = time.perf_counter() - t1
 
     t2 = time.perf_counter()
     preds = {f: np.asarray(found.model.predict(X[f]), dtype=np.float64) for f in FOLD_NAMES}
     t_predict = time.perf_counter() - t2
-    metrics = {f: compute_metrics(task.task_type, y[f], preds[f]) for f in FOLD_NAMES}
+    censor = {f: task.folds[f].censor[:, 0] if task.censored is not None else None for f in FOLD_NAMES}
+    metrics = {f: compute_metrics(task.task_type, y[f], preds[f], censor[f]) for f in FOLD_NAMES}
     test = task.folds["test"]
     return BaselineResult(
         task=task.name, split_seed=task.seed, model=name, features=descriptor, augment=augment, aux_key=key,
@@ -135,8 +140,13 @@ def run_baseline(
                                      y_pred=preds["test"][:, None]),
         timings={"features": round(t_features, 3), "search": round(t_search, 3), "predict": round(t_predict, 3),
                  "total": round(time.perf_counter() - t0, 3)},
-        search=_plain(found.info),
+        search=_plain({**found.info, "fit_on": FIT_ON[fit_policy], "n_fit": int(fit_rows["train"].sum())}),
     )
+
+
+#: what a baseline was fitted on, by the censored-label policy it applied (for the record)
+FIT_ON = {None: "all values (no qualifiers)", "drop": "fitted values only (bounds left out)",
+          "as_value": "all values (bounds as if measured)"}
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ METRICS = ("mae", "rmse", "r2", "pearson")
 
 
 def add_parser(sub) -> None:
+    from mfray.cli.common import add_censored
+
     from mfray.baselines import AUGMENTS, BASELINES
 
     p = sub.add_parser(
@@ -32,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs (default 1)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/baseline_<model>_<features>[_<augment>])")
     p.add_argument("--store-root", metavar="DIR", help="graph store root (default: $MFRAY_CACHE/graphs)")
+    add_censored(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = []
     for seed in seeds:
-        task = load_task(store, seed)
+        task = load_task(store, seed, censored=args.censored or spec.task_policy())
         r = run_baseline(task, args.model, features=descriptor, augment=args.augment, aux_key=args.aux_key,
                          grid=args.grid, n_jobs=args.jobs)
         results.append(r)
@@ -65,22 +68,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"  seed {seed}: test R2 {m['r2']:.3f}  MAE {m['mae']:.3f}  ({r.timings['total']:.1f} s, "
               f"{_params(r.best_params)})", file=sys.stderr)
 
-    summary = {k: {"mean": float(np.mean([r.metrics["test"][k] for r in results])),
-                   "std": float(np.std([r.metrics["test"][k] for r in results]))} for k in METRICS}
     first = results[0]
+    metrics = [k for k in (*METRICS, "censored_acc", "active_auroc") if k in first.metrics["test"]]
+    summary = {k: {"mean": float(np.nanmean([r.metrics["test"][k] for r in results])),
+                   "std": float(np.nanstd([r.metrics["test"][k] for r in results]))} for k in metrics}
+    if task.censored is not None:
+        print(f"censored-label policy {task.censored!r}: fitted on {first.search['fit_on']}; metrics: "
+              "r2/mae/rmse/pearson on fitted test values, censored_acc and active_auroc on the bounds")
     label = f"{args.model}" + (f" on {features}" if features else "") + (f" + {first.aux_key}" if first.aux_key else "")
     print(f"{label}: {first.task}, grid {args.grid}, test metrics per split seed")
-    print(f"  {'seed':>8}" + "".join(f"{k:>10}" for k in METRICS))
+    print(f"  {'seed':>8}" + "".join(f"{k:>14}" for k in metrics))
     for r in results:
-        print(f"  {r.split_seed:>8}" + "".join(f"{r.metrics['test'][k]:>10.4f}" for k in METRICS))
-    print(f"  {'mean':>8}" + "".join(f"{summary[k]['mean']:>10.4f}" for k in METRICS))
-    print(f"  {'std':>8}" + "".join(f"{summary[k]['std']:>10.4f}" for k in METRICS))
-    print("  " + "  ".join(f"{k.upper()} {summary[k]['mean']:.3f} +- {summary[k]['std']:.3f}" for k in METRICS)
+        print(f"  {r.split_seed:>8}" + "".join(f"{r.metrics['test'][k]:>14.4f}" for k in metrics))
+    print(f"  {'mean':>8}" + "".join(f"{summary[k]['mean']:>14.4f}" for k in metrics))
+    print(f"  {'std':>8}" + "".join(f"{summary[k]['std']:>14.4f}" for k in metrics))
+    print("  " + "  ".join(f"{k.upper()} {summary[k]['mean']:.3f} +- {summary[k]['std']:.3f}" for k in metrics)
           + f"  (std over {len(results)} seeds, ddof 0)")
 
     config = {
         "dataset": {"name": spec.name, "spec_path": spec.spec_path, "store": str(store.path),
-                    "split_seeds": seeds, "task": first.task},
+                    "split_seeds": seeds, "task": first.task, "censored": task.censored},
         "baseline": {"model": args.model, "features": features, "augment": args.augment, "aux_key": first.aux_key,
                      "grid": args.grid, "grid_values": BASELINES.build(args.model).grids[args.grid],
                      "random_state": first.seed, "jobs": args.jobs},

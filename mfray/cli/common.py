@@ -21,6 +21,12 @@ def open_store(name_or_path: str, store_root: str | None, quiet: bool = False):
     return spec, res.store
 
 
+def add_censored(p) -> None:
+    p.add_argument("--censored", choices=("drop", "as_value", "censored"),
+                   help="censored-label policy for HF values that carry a qualifier (default: the dataset spec's): "
+                   "drop = fitted values only, as_value = bounds as if measured, censored = one-sided targets")
+
+
 def add_store_root(p) -> None:
     p.add_argument("--store-root", metavar="DIR", help="graph store root (default: $MFRAY_CACHE/graphs)")
 
@@ -43,7 +49,9 @@ def epoch_progress(total: int, description: str, enabled: bool):
 
 def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
     names = list(next(iter(metrics.values())))
-    lines = [f"  {'fold':<6}" + "".join(f"{n:>10}" for n in names)]
+    width = max(10, *(len(n) + 2 for n in names))
+    lines = [f"  {'fold':<6}" + "".join(f"{n:>{width}}" for n in names)]
     for fold, m in metrics.items():
-        lines.append(f"  {fold:<6}" + "".join(f"{m[n]:>10.4f}" for n in names))
+        lines.append(f"  {fold:<6}" + "".join(f"{m[n]:>{width}.0f}" if n.startswith("n_") else f"{m[n]:>{width}.4f}"
+                                              for n in names))
     return "\n".join(lines)

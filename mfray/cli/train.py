@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mfray.cli.common import add_store_root, epoch_progress, format_metrics, open_store
+from mfray.cli.common import add_censored, add_store_root, epoch_progress, format_metrics, open_store
 
 
 def _model_args(p) -> None:
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--lf-embedding", metavar="KEY", help="use a stored LF embedding instead (e.g. artifact:STEmbeddings)")
     p.add_argument("--freeze", metavar="STAGES", help="comma-separated stages to freeze (encoder,readout,head); default: the strategy's")
     p.add_argument("--unfreeze-epoch", type=int, metavar="N", help="unfreeze everything at this epoch")
+    add_censored(p)
     _model_args(p)
     _train_args(p, lr=1e-4, batch=32, epochs=1000, patience=100)
     p.add_argument("--no-progress", action="store_true")
@@ -123,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     spec, store = open_store(args.spec, args.store_root)
     seed = args.seed if args.seed is not None else spec.split.seeds[0]
-    task = load_task(store, seed)
+    task = load_task(store, seed, censored=args.censored or spec.task_policy())
     cfg = HFRunConfig(strategy=args.strategy, readout=args.readout, model=_model_overrides(args),
                       train=_train_config(args, seed), lf_checkpoint=args.lf_checkpoint,
                       lf_prediction=args.lf_prediction, lf_embedding=args.lf_embedding,
@@ -133,11 +134,15 @@ def run_train(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     print(f"{task.name}: {len(task.train)} train / {len(task.valid)} valid / {len(task.test)} test molecules, "
           f"seed {seed}, strategy {args.strategy}", file=sys.stderr)
+    if task.censored is not None:
+        c = task.train.counts()
+        print(f"  censored-label policy {task.censored!r}: training molecules with a fitted value {c['fitted']:,}, "
+              f"with a bound {c['censored']:,} ({task.train.n_labelled(task.censored):,} used as labels)", file=sys.stderr)
     with epoch_progress(cfg.train.max_epochs, f"train {args.strategy}", progress) as cb:
         res = train_hf(task, cfg, out, on_epoch=cb)
     _write_config(out / "config.toml", {
         "dataset": {"name": spec.name, "spec_path": spec.spec_path, "store": str(store.path), "seed": seed,
-                    "targets": task.targets, "fidelity": task.fidelity},
+                    "targets": task.targets, "fidelity": task.fidelity, "censored": task.censored},
         "strategy": {"name": args.strategy, "lf_checkpoint": args.lf_checkpoint, "lf_prediction": args.lf_prediction,
                      "lf_embedding": args.lf_embedding, "freeze": cfg.freeze},
         "model": res.model_spec.model_dump(mode="json"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -18,21 +19,36 @@ from mfray.chem.featurizers import AtomFeaturizer, BondFeaturizer
 from mfray.data.collate import collate_graphs
 
 
+class GraphBatch(NamedTuple):
+    """One batch: the graphs, their targets ``y`` [B, T] (or None), augmentation ``aux`` [B, A] (or
+    None) and ``censor`` [B, T] int8 (or None: every target value is fitted; else 0 = fitted, +1 =
+    ``y`` is a lower bound of the true value, -1 an upper bound)."""
+
+    graph: Batch
+    y: torch.Tensor | None
+    aux: torch.Tensor | None
+    censor: torch.Tensor | None
+
+
 @dataclass
 class GraphDataset:
-    """Graph rows aligned with targets ``y`` [n, T] (scaled, NaN = missing) and ``aux`` [n, A] or None."""
+    """Graph rows aligned with targets ``y`` [n, T] (scaled, NaN = missing), ``aux`` [n, A] or None,
+    and ``censor`` [n, T] int8 or None (see :class:`GraphBatch`)."""
 
     rows: pa.Table
     y: np.ndarray | None
     aux: np.ndarray | None
     atom_featurizer: AtomFeaturizer
     bond_featurizer: BondFeaturizer
+    censor: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.rows.num_rows
-        for name, arr in (("y", self.y), ("aux", self.aux)):
+        for name, arr in (("y", self.y), ("aux", self.aux), ("censor", self.censor)):
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} rows for {n} graphs")
+        if self.censor is not None and not (self.censor != 0).any():
+            self.censor = None  # nothing censored: the plain loss, no per-batch masks
 
     def __len__(self) -> int:
         return self.rows.num_rows
@@ -41,12 +57,13 @@ class GraphDataset:
     def mol_ids(self) -> np.ndarray:
         return self.rows.column("mol_id").to_numpy()
 
-    def batch(self, idx: np.ndarray) -> tuple[Batch, torch.Tensor | None, torch.Tensor | None]:
+    def batch(self, idx: np.ndarray) -> GraphBatch:
         rows = self.rows.take(pa.array(idx, pa.int64()))
         g = collate_graphs(rows, self.atom_featurizer, self.bond_featurizer)
         y = torch.from_numpy(self.y[idx]) if self.y is not None else None
         aux = torch.from_numpy(self.aux[idx]) if self.aux is not None else None
-        return g, y, aux
+        censor = torch.from_numpy(self.censor[idx]) if self.censor is not None else None
+        return GraphBatch(g, y, aux, censor)
 
     def _starts(self, batch_size: int, drop_last_single: bool) -> list[int]:
         n = len(self)
@@ -60,7 +77,7 @@ class GraphDataset:
         return len(self._starts(batch_size, drop_last_single))
 
     def batches(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
-                drop_last_single: bool = True) -> Iterator[tuple[Batch, torch.Tensor | None, torch.Tensor | None]]:
+                drop_last_single: bool = True) -> Iterator[GraphBatch]:
         """Yield batches; with ``shuffle`` a permutation from ``rng``. A trailing batch of one graph is
         merged into the previous one in training (BatchNorm cannot normalise a single sample)."""
         n = len(self)

@@ -5,7 +5,9 @@ model of the best validation epoch restored at the end (the reference evaluated 
 ~100 epochs past the best; METHOD.md section 7). With a supervised VGAE encoder the loss is
 ``task_weight * task + recon_weight * reconstruction + kl_weight * KL`` (see :class:`TrainConfig` for
 why the KL weight defaults to 1e-3, not the paper's nominal 1); the
-validation loss used for model selection is the task loss alone.
+validation loss used for model selection is the task loss alone. The regression task loss is a
+squared error that respects censored targets (:func:`censored_squared_error`), in training and in
+the validation loss alike.
 
 The same loop serves three callers:
 
@@ -124,20 +126,41 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def _task_loss(pred: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.Tensor:
+def censored_squared_error(pred: torch.Tensor, y: torch.Tensor, censor: torch.Tensor | None) -> torch.Tensor:
+    """Elementwise squared error that respects bounds (a Tobit-style one-sided loss).
+
+    ``censor`` 0 (or None): ``(pred - y)^2``; +1 (``y`` is a lower bound of the true value): only a
+    prediction below ``y`` is an error, ``relu(y - pred)^2``; -1 (an upper bound): only one above it,
+    ``relu(pred - y)^2``. A prediction on the right side of a bound costs nothing.
+    """
+    err = pred - y
+    if censor is None:
+        return err * err
+    c = censor.to(err.dtype)
+    # fitted: err; lower bound: min(err, 0); upper bound: max(err, 0)
+    one_sided = torch.where(c > 0, err.clamp(max=0.0), err.clamp(min=0.0))
+    err = torch.where(c == 0, err, one_sided)
+    return err * err
+
+
+def _task_loss(pred: torch.Tensor, y: torch.Tensor, task_type: str, censor: torch.Tensor | None = None,
+               reduction: str = "mean") -> torch.Tensor:
+    """The supervised loss over the finite targets of a batch (``reduction`` "mean" or "sum"):
+    BCE-with-logits for classification, :func:`censored_squared_error` for regression."""
     mask = torch.isfinite(y)
     if not mask.any():
         return pred.sum() * 0.0
     if task_type == "classification":
-        return F.binary_cross_entropy_with_logits(pred[mask], y[mask])
-    return F.mse_loss(pred[mask], y[mask])
+        return F.binary_cross_entropy_with_logits(pred[mask], y[mask], reduction=reduction)
+    se = censored_squared_error(pred[mask], y[mask], censor[mask] if censor is not None else None)
+    return se.mean() if reduction == "mean" else se.sum()
 
 
 def _batch_loss(model: MFModel, g, y, aux, cfg: TrainConfig, vgae_terms: bool,
-                net: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                net: nn.Module | None = None, censor: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one batch; ``net`` (a DDP wrapper of ``model``) runs the forward pass when given."""
     out = (net or model)(g, aux)
-    task = _task_loss(out.pred, y, model.spec.task_type)
+    task = _task_loss(out.pred, y, model.spec.task_type, censor)
     loss = cfg.task_weight * task
     parts = {"task": float(task.detach())}
     if vgae_terms and out.mu is not None:
@@ -153,17 +176,13 @@ def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str)
     """Summed task loss and the number of finite targets over ``data`` (this process's part)."""
     model.eval()
     total, n = 0.0, 0
-    for g, y, aux in data.batches(batch_size, shuffle=False, drop_last_single=False):
+    for g, y, aux, censor in data.batches(batch_size, shuffle=False, drop_last_single=False):
         g, y = g.to(device), y.to(device)
         aux = aux.to(device) if aux is not None else None
+        censor = censor.to(device) if censor is not None else None
         out = model(g, aux)
-        mask = torch.isfinite(y)
-        if model.spec.task_type == "classification":
-            loss = F.binary_cross_entropy_with_logits(out.pred[mask], y[mask], reduction="sum")
-        else:
-            loss = F.mse_loss(out.pred[mask], y[mask], reduction="sum")
-        total += float(loss)
-        n += int(mask.sum())
+        total += float(_task_loss(out.pred, y, model.spec.task_type, censor, reduction="sum"))
+        n += int(torch.isfinite(y).sum())
     return total, n
 
 
@@ -179,7 +198,7 @@ def predict(model: MFModel, data: GraphDataset, batch_size: int = 256, device: s
     """Model outputs (scaled units; sigmoid for classification) and optionally graph embeddings."""
     model.eval()
     preds, embs = [], []
-    for g, _, aux in data.batches(batch_size, shuffle=False, drop_last_single=False):
+    for g, _, aux, _ in data.batches(batch_size, shuffle=False, drop_last_single=False):
         g = g.to(device)
         aux = aux.to(device) if aux is not None else None
         out = model(g, aux)
@@ -368,10 +387,11 @@ def fit(
         total, n, parts_sum = 0.0, 0, {}
         step = 0
         if steps > 0:
-            for g, y, aux in train.batches(cfg.batch_size, shuffle=True, rng=rng):
+            for g, y, aux, censor in train.batches(cfg.batch_size, shuffle=True, rng=rng):
                 g, y = g.to(device), y.to(device)
                 aux = aux.to(device) if aux is not None else None
-                loss, parts = _batch_loss(model, g, y, aux, cfg, vgae_terms, net)
+                censor = censor.to(device) if censor is not None else None
+                loss, parts = _batch_loss(model, g, y, aux, cfg, vgae_terms, net, censor)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

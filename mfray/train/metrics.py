@@ -2,6 +2,19 @@
 
 Every function takes numpy arrays ``y_true`` and ``y_pred`` of shape ``[n]`` or ``[n, T]``; missing
 targets (NaN in ``y_true``) are ignored per target, and multi-target results are averaged over targets.
+
+Censored labels (``censor`` given, same shape; 0 fitted, +1 ``y_true`` is a lower bound of the true
+value, -1 an upper bound; see :func:`censored_metrics`): MAE, RMSE, R2 and Pearson r are computed on
+the fitted values only, whatever policy the model was trained under, and three more numbers say how the
+model treats the bounds:
+
+- ``censored_acc``: the fraction of censored molecules predicted on the right side of their bound
+  (at or below an upper bound, at or above a lower bound);
+- ``active_auroc``: the screening question "which compounds are worth a dose-response?": the AUROC
+  of the predicted value for telling molecules with a fitted value (actives: a potency could be fitted)
+  from molecules censored below (inactives: weaker than the highest tested concentration). It assumes
+  a higher label means more active, as for pXC50; molecules censored above are left out;
+- ``n_fitted``, ``n_censored``: how many molecules each part rests on.
 """
 
 from __future__ import annotations
@@ -9,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 REGRESSION_METRICS = ("mae", "rmse", "r2", "pearson")
+CENSORED_METRICS = ("censored_acc", "active_auroc", "n_fitted", "n_censored")
 CLASSIFICATION_METRICS = ("auroc", "mcc")
 
 
@@ -57,7 +71,50 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: fl
             "mcc": float(np.mean(mccs)) if mccs else float("nan")}
 
 
-def compute_metrics(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counting one half (the Mann-Whitney form)."""
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def censored_metrics(y_true: np.ndarray, y_pred: np.ndarray, censor: np.ndarray) -> dict[str, float]:
+    """Regression metrics on the fitted values plus how the predictions sit against the bounds (see
+    the module docstring); averaged over targets like :func:`regression_metrics`."""
+    yt = np.asarray(y_true, dtype=np.float64)
+    yp = np.asarray(y_pred, dtype=np.float64)
+    cs = np.asarray(censor)
+    if yt.ndim == 1:
+        yt, yp, cs = yt[:, None], yp[:, None], cs[:, None]
+    if cs.shape != yt.shape:
+        raise ValueError(f"censor {cs.shape} and y_true {yt.shape} differ in shape")
+    fitted = np.where(cs == 0, yt, np.nan)
+    out = regression_metrics(fitted, yp)
+    acc, auroc, n_fit, n_cens = [], [], 0, 0
+    for j in range(yt.shape[1]):
+        has = np.isfinite(yt[:, j])
+        fit = has & (cs[:, j] == 0)
+        below, above = has & (cs[:, j] < 0), has & (cs[:, j] > 0)
+        n_fit += int(fit.sum())
+        n_cens += int((below | above).sum())
+        right = np.concatenate([yp[below, j] <= yt[below, j], yp[above, j] >= yt[above, j]])
+        acc.append(float(right.mean()) if len(right) else float("nan"))
+        auroc.append(_auroc(yp[fit, j], yp[below, j]))
+    mean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")  # noqa: E731
+    out.update(censored_acc=mean(np.asarray(acc)), active_auroc=mean(np.asarray(auroc)),
+               n_fitted=float(n_fit), n_censored=float(n_cens))
+    return out
+
+
+def compute_metrics(task_type: str, y_true: np.ndarray, y_pred: np.ndarray,
+                    censor: np.ndarray | None = None) -> dict[str, float]:
+    """The metrics of a fold. ``censor`` (regression): the labels carry qualifiers, see
+    :func:`censored_metrics`; None: every value is a measurement."""
     if task_type == "classification":
         return classification_metrics(y_true, y_pred)
+    if censor is not None:
+        return censored_metrics(y_true, y_pred, censor)
     return regression_metrics(y_true, y_pred)

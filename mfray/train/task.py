@@ -51,16 +51,16 @@ class HFRunResult:
     metrics: dict[str, dict[str, float]]
     fit: FitResult
     model_spec: ModelSpec
-    predictions: pl.DataFrame  # fold, mol_id, target, y_true, y_pred
+    predictions: pl.DataFrame  # fold, mol_id, target, y_true, y_pred, censor (0 fitted, +-1 a bound)
     n_params: int
     n_trainable: int
     checkpoint: Path | None = None
 
 
 def _datasets(store: GraphStore, spec: ModelSpec, ids: np.ndarray, y: np.ndarray | None,
-              aux: np.ndarray | None) -> GraphDataset:
+              aux: np.ndarray | None, censor: np.ndarray | None = None) -> GraphDataset:
     atom_f, bond_f = build_featurizers(spec.featurizer, spec.max_atomic_number)
-    return GraphDataset(store.graphs(ids), y, aux, atom_f, bond_f)
+    return GraphDataset(store.graphs(ids), y, aux, atom_f, bond_f, censor)
 
 
 def lf_outputs(model: MFModel, ckpt: dict[str, Any], store: GraphStore, mol_ids: np.ndarray,
@@ -136,8 +136,12 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
     aux_scaler = Scaler.fit(raw_aux["train"]) if raw_aux["train"] is not None else None
     aux = {f: (aux_scaler.transform(raw_aux[f]) if aux_scaler else None) for f in FOLD_NAMES}
     regression = task.task_type == "regression"
-    y_scaler = Scaler.fit(task.train.y) if regression else Scaler.identity(task.train.y.shape[1])
-    ys = {f: y_scaler.transform(task.folds[f].y) for f in FOLD_NAMES}
+    # what training sees of the labels under the task's censored-label policy; the scaler is fitted
+    # on the fitted training values only (bounds would pull it to the floor)
+    labels = {f: task.folds[f].training_labels(task.censored) for f in FOLD_NAMES}
+    fitted_train = np.where(task.train.censor != 0, np.nan, labels["train"][0])
+    y_scaler = Scaler.fit(fitted_train) if regression else Scaler.identity(task.train.y.shape[1])
+    ys = {f: y_scaler.transform(labels[f][0]) for f in FOLD_NAMES}
 
     pretrained = None
     if strategy.pretrained:
@@ -165,7 +169,7 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
         load_pretrained_stages(model, pretrained, ("encoder", "readout"))
     freeze(model, cfg.freeze if cfg.freeze is not None else strategy.freeze)
 
-    data = {f: _datasets(store, spec, task.folds[f].mol_ids, ys[f], aux[f]) for f in FOLD_NAMES}
+    data = {f: _datasets(store, spec, task.folds[f].mol_ids, ys[f], aux[f], labels[f][1]) for f in FOLD_NAMES}
     res = fit(model, data["train"], data["valid"], cfg.train, on_epoch=on_epoch, resume=resume,
               checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
 
@@ -173,11 +177,13 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
     for f in FOLD_NAMES:
         pred, _ = predict(model, data[f])
         pred = y_scaler.inverse(pred) if regression else pred
-        truth = task.folds[f].y
-        metrics[f] = compute_metrics(task.task_type, truth, pred)
+        truth, censor = task.folds[f].y, task.folds[f].censor
+        # evaluation knows every bound whatever the training policy (the same test molecules for all)
+        metrics[f] = compute_metrics(task.task_type, truth, pred, censor if task.censored is not None else None)
         for j, t in enumerate(task.targets):
             frames.append(pl.DataFrame({"fold": f, "mol_id": task.folds[f].mol_ids, "target": t,
-                                        "y_true": truth[:, j].astype(np.float64), "y_pred": pred[:, j].astype(np.float64)}))
+                                        "y_true": truth[:, j].astype(np.float64), "y_pred": pred[:, j].astype(np.float64),
+                                        "censor": censor[:, j].astype(np.int8)}))
     result = HFRunResult(metrics=metrics, fit=res, model_spec=spec, predictions=pl.concat(frames),
                          n_params=sum(p.numel() for p in model.parameters()),
                          n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -185,7 +191,7 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"dataset": task.dataset, "fidelity": task.fidelity, "targets": task.targets, "seed": task.seed,
-                "strategy": strategy.name, "lf_inputs": origin, "best_epoch": res.best_epoch,
+                "strategy": strategy.name, "censored": task.censored, "lf_inputs": origin, "best_epoch": res.best_epoch,
                 "test_metrics": metrics["test"], "train_config": asdict(cfg.train)}
         result.checkpoint = save_checkpoint(out / "best.ckpt", model, kind="hf", meta=meta, scalers={
             "y": y_scaler.to_dict(), **({"aux": aux_scaler.to_dict()} if aux_scaler else {})})
@@ -207,6 +213,9 @@ class LFRunConfig:
     fidelity: str | None = None  # default: the lowest fidelity
     valid_fraction: float = 0.05
     max_molecules: int | None = None  # subsample (seeded) for quick runs
+    #: censored-label policy of LF values that carry a qualifier (default: the store's spec); rare for
+    #: single-dose screens, but the same rules as for HF labels (``mfray.data.tasks``)
+    censored: str | None = None
 
 
 def lf_split(store: GraphStore, fidelity: str, valid_fraction: float, seed: int,
@@ -216,7 +225,11 @@ def lf_split(store: GraphStore, fidelity: str, valid_fraction: float, seed: int,
     if tl.height == 0:
         raise MfrayError(f"{store.path}: no {fidelity} labels to pretrain on")
     targets = tl["target"].unique().sort().to_list()
+    if "censor" not in tl.columns:
+        tl = tl.with_columns(pl.lit(0, pl.Int8).alias("censor"))
     wide = tl.pivot(on="target", index="mol_id", values="value").sort("mol_id")
+    cens = tl.pivot(on="target", index="mol_id", values="censor").sort("mol_id")
+    wide = wide.join(cens.rename({t: f"censor:{t}" for t in targets}), on="mol_id", how="left")
     ids = wide["mol_id"].to_numpy()
     rng = np.random.default_rng(seed)
     if max_molecules is not None and len(ids) > max_molecules:
@@ -242,6 +255,8 @@ class LFSetup:
     y_train: np.ndarray  # scaled, aligned with train_ids
     y_valid: np.ndarray
     scaler: Scaler
+    c_train: np.ndarray | None = None  # censor directions (policy "censored" only)
+    c_valid: np.ndarray | None = None
 
 
 @dataclass
@@ -263,16 +278,27 @@ def lf_setup(store: GraphStore, cfg: LFRunConfig) -> LFSetup:
     fidelity = cfg.fidelity or ds_spec["fidelities"][0]
     targets, train_ids, valid_ids, wide = lf_split(store, fidelity, cfg.valid_fraction, cfg.train.seed, cfg.max_molecules)
     y_all = wide.select(targets).to_numpy().astype(np.float32)
+    c_all = wide.select([pl.col(f"censor:{t}").fill_null(0) for t in targets]).to_numpy().astype(np.int8)
+    policy = cfg.censored
+    if policy is None:
+        from mfray.data.specs import parse_spec
+
+        policies = parse_spec(ds_spec, where=str(store.path)).censored_policies()
+        policy = next((policies[(fidelity, t)] for t in targets if (fidelity, t) in policies), None)
+    if policy == "drop":
+        y_all = np.where(c_all != 0, np.nan, y_all).astype(np.float32)
     pos = {m: i for i, m in enumerate(wide["mol_id"].to_list())}
-    y_train = y_all[[pos[m] for m in train_ids]]
-    y_valid = y_all[[pos[m] for m in valid_ids]]
-    scaler = Scaler.fit(y_train)
+    rows_train, rows_valid = [pos[m] for m in train_ids], [pos[m] for m in valid_ids]
+    y_train, y_valid = y_all[rows_train], y_all[rows_valid]
+    scaler = Scaler.fit(np.where(c_all[rows_train] != 0, np.nan, y_train))  # on fitted values
+    keep_c = policy == "censored" and bool((c_all != 0).any())
     fz = ds_spec.get("featurizer", {})
     spec = ModelSpec(**{"featurizer": fz.get("preset", "default"), "max_atomic_number": fz.get("max_atomic_number"),
                         "readout": cfg.readout, "n_targets": len(targets), **cfg.model})
     return LFSetup(dataset=ds_spec["name"], fidelity=fidelity, targets=targets, spec=spec, train_ids=train_ids,
                    valid_ids=valid_ids, y_train=scaler.transform(y_train), y_valid=scaler.transform(y_valid),
-                   scaler=scaler)
+                   scaler=scaler, c_train=c_all[rows_train] if keep_c else None,
+                   c_valid=c_all[rows_valid] if keep_c else None)
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:
@@ -294,8 +320,9 @@ def prepare_lf(store: GraphStore, cfg: LFRunConfig, *, rank: int = 0, world_size
     tr = shard_indices(len(setup.train_ids), rank, world_size)
     va = shard_indices(len(setup.valid_ids), rank, world_size) if shard_valid else np.arange(len(setup.valid_ids))
     t0 = time.perf_counter()
-    train = _datasets(store, setup.spec, setup.train_ids[tr], setup.y_train[tr], None)
-    valid = _datasets(store, setup.spec, setup.valid_ids[va], setup.y_valid[va], None)
+    cut = lambda c, idx: None if c is None else c[idx]  # noqa: E731
+    train = _datasets(store, setup.spec, setup.train_ids[tr], setup.y_train[tr], None, cut(setup.c_train, tr))
+    valid = _datasets(store, setup.spec, setup.valid_ids[va], setup.y_valid[va], None, cut(setup.c_valid, va))
     return LFPrepared(setup=setup, model=model, train=train, valid=valid, rank=rank, world_size=world_size,
                       load_seconds=time.perf_counter() - t0)
 

@@ -105,7 +105,7 @@ def test_every_trainable_parameter_gets_a_gradient(demo_store, encoder):
         model_kw = {**SMALL, "encoder": encoder, "vgae": encoder == "gcn"}
         prep = prepare_lf(demo_store, LFRunConfig(readout=readout, model=model_kw, max_molecules=40))
         train_mode(prep.model)
-        g, y, _ = prep.train.batch(torch.arange(len(prep.train)).numpy())
+        g, y, _, _ = prep.train.batch(torch.arange(len(prep.train)).numpy())
         loss, _ = _batch_loss(prep.model, g, y, None, TrainConfig(), vgae_terms=True)
         loss.backward()
         missing = [n for n, p in prep.model.named_parameters() if p.requires_grad and p.grad is None]
