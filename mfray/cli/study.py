@@ -27,6 +27,10 @@ def add_parser(sub) -> None:
     common.add_argument("--smoke", action="store_true",
                         help="a minutes-long version (2 seeds, 2 trials, 3 epochs, small models) recorded as study <name>-smoke")
     common.add_argument("--store-root", metavar="DIR", help="graph store root (default: $MFRAY_CACHE/graphs)")
+    common.add_argument("--censored", choices=("drop", "as_value", "censored"),
+                        help="censored-label policy for every task whose HF values carry a qualifier (overrides the "
+                        "study's censored key and the dataset specs): drop = fitted values only, as_value = bounds as "
+                        "if measured, censored = bounds as one-sided targets")
     r = ss.add_parser("run", parents=[common], help="run (or resume) a study and print its report")
     r.add_argument("--format", dest="fmt", choices=("md", "latex", "csv"), default="md", help="report format")
     r.add_argument("--no-report", action="store_true", help="do not print the report at the end")
@@ -41,6 +45,8 @@ def _plan(args: argparse.Namespace):
     from mfray.run.study import load_study, make_plan
 
     study = load_study(args.study)
+    if args.censored:
+        study = study.model_copy(update={"censored": args.censored})
     if args.smoke:
         study = study.smoke()
     storage = args.storage or os.environ.get("MFRAY_STUDY_STORAGE") or DEFAULT_STORAGE

@@ -34,6 +34,7 @@ from mfray.utils.errors import MfrayError
 from mfray.utils.hashing import hash_obj
 
 SETTINGS = ("transductive", "inductive")
+CENSORED_POLICIES = ("drop", "as_value", "censored")  # as mfray.data.specs (results import no data layer)
 FOLDS = ("train", "valid", "test")
 PARAM_PREFIX = "params_"
 PARAM_SEP = "__"
@@ -47,6 +48,8 @@ BASE_SCHEMA = pa.schema([
     ("task", pa.string()),
     ("dataset", pa.string()),
     ("setting", pa.string()),
+    # censored-label policy the run trained under (drop / as_value / censored); null: no qualifiers
+    ("censored", pa.string()),
     ("strategy", pa.string()),
     ("readout", pa.string()),
     ("model", pa.string()),
@@ -192,6 +195,9 @@ class RunRecord:
         task: task name, ``Task.name`` (``"aid1445:hf/DR"``).
         dataset: dataset name (``"aid1445"``).
         setting: ``"transductive"`` or ``"inductive"``.
+        censored: the censored-label policy the run trained under (``"drop"``, ``"as_value"``,
+            ``"censored"``), None when the task's labels carry no qualifier. Not part of the run key by
+            itself: the study puts it into the config hash.
         strategy: transfer strategy (``"base"``, ``"label"``, ...; baselines use their own name,
             e.g. the LF-label floor is strategy ``"lf_linear"``, model ``"lf_linear"``).
         model: model family (``"gnn"``, ``"rf"``, ``"svr"``, ``"lf_linear"``).
@@ -226,8 +232,11 @@ class RunRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     versions: Versions | None = None
+    censored: str | None = None
 
     def __post_init__(self) -> None:
+        if self.censored is not None and self.censored not in CENSORED_POLICIES:
+            raise ResultsError(f"censored {self.censored!r} is not one of {', '.join(CENSORED_POLICIES)} (or None)")
         if not isinstance(self.study, str) or not _STUDY_RE.match(self.study):
             raise ResultsError(f"study name {self.study!r} must match {_STUDY_RE.pattern} (it becomes a folder name)")
         for name in ("task", "dataset", "strategy", "model"):
@@ -269,6 +278,7 @@ class RunRecord:
         n = len(folds_metrics)
         const = {
             "study": self.study, "task": self.task, "dataset": self.dataset, "setting": self.setting,
+            "censored": self.censored,
             "strategy": self.strategy, "readout": self.readout, "model": self.model,
             "split_seed": int(self.split_seed), "n_train_hf": None if self.n_train_hf is None else int(self.n_train_hf),
             "best_epoch": None if self.best_epoch is None else int(self.best_epoch),

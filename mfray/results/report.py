@@ -22,6 +22,12 @@ each label strategy beats it.
 
 If the store holds several runs of the same (task, setting, method, split seed) with different
 configs (a study re-run after a change), only the latest-finished run counts (:func:`latest_runs`).
+
+Censored labels: runs trained under different censored-label policies (the ``censored`` column:
+drop / as_value / censored) are never mixed; a study run under several policies gets one section per
+policy. Where labels carry qualifiers, MAE/RMSE/R2/Pearson are on the fitted values only, and the
+report adds ``censored_acc`` and ``active_auroc`` (see :mod:`mfray.train.metrics`) and a table of how
+many test molecules each task has with a fitted value and with a bound.
 """
 
 from __future__ import annotations
@@ -43,7 +49,15 @@ if TYPE_CHECKING:
     from mfray.results.store import ResultsStore
 
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "loss", "nll", "logloss", "brier"})
-DEFAULT_METRICS = ("r2", "mae")
+DEFAULT_METRICS = ("r2", "mae", "censored_acc", "active_auroc")
+#: counts stored as metrics (``n_fitted``, ``n_censored``): shown in the label table, never ranked
+COUNT_METRICS = ("n_fitted", "n_censored")
+POLICY_TEXT = {
+    None: "labels without qualifiers (every value a measurement)",
+    "drop": "drop: bounds are not training labels (fitted values only)",
+    "as_value": "as_value: bounds used as if measured (MF-PCBA's default-pXC50 convention)",
+    "censored": "censored: bounds kept as one-sided targets (a prediction on the right side of its bound costs nothing)",
+}
 FLOOR = "lf_linear"
 LABEL_STRATEGIES = ("label", "hybrid_label", "predicted_label")
 # row order of every table: base, the lf_linear floor right before the label strategies, then the rest
@@ -575,7 +589,7 @@ def _load(store_or_df: ResultsStore | pl.DataFrame | str | os.PathLike[str], stu
 def _pick_metrics(df: pl.DataFrame, metrics: Sequence[str] | None, fold: str) -> list[str]:
     have = sorted(df.filter(pl.col("fold") == fold)["metric"].unique().to_list())
     if metrics is None:
-        picked = [m for m in DEFAULT_METRICS if m in have] or have
+        picked = [m for m in DEFAULT_METRICS if m in have] or [m for m in have if m not in COUNT_METRICS]
     else:
         picked = list(metrics)
         missing = [m for m in picked if m not in have]
@@ -585,6 +599,37 @@ def _pick_metrics(df: pl.DataFrame, metrics: Sequence[str] | None, fold: str) ->
     if not picked:
         raise ResultsError(f"no metrics in the {fold!r} fold")
     return picked
+
+
+def label_table(df: pl.DataFrame, digits: int = 1) -> Table | None:
+    """Per task: molecules with a fitted value / with a bound, in the train and test folds (mean over
+    split seeds; the same for every method). None when no run recorded these counts."""
+    rows = latest_runs(df.filter(pl.col("metric").is_in(COUNT_METRICS) & pl.col("fold").is_in(["train", "test"])))
+    if rows.is_empty():
+        return None
+    per_seed = rows.group_by("task", "setting", "fold", "metric", "split_seed").agg(pl.col("value").first())
+    mean = per_seed.group_by("task", "fold", "metric").agg(pl.col("value").mean())
+    cells = {(t, f, m): v for t, f, m, v in mean.iter_rows()}
+    tasks = sorted(mean["task"].unique().to_list())
+
+    def n(t: str, f: str, m: str) -> str:
+        v = cells.get((t, f, m))
+        return "" if v is None else (f"{v:,.0f}" if float(v).is_integer() else f"{v:,.{digits}f}")
+
+    cols = {"task": tasks}
+    for f in ("train", "test"):
+        cols[f"{f} fitted"] = [n(t, f, "n_fitted") for t in tasks]
+        cols[f"{f} censored"] = [n(t, f, "n_censored") for t in tasks]
+    notes = ["molecules per fold with a fitted HF value and with a bound (censored), mean over split seeds. "
+             "r2/mae are on the fitted test values; censored_acc: fraction of censored test molecules predicted on "
+             "the right side of their bound; active_auroc: AUROC of the predicted value for fitted (active) vs "
+             "censored-below (inactive) test molecules (which compounds deserve a dose-response)."]
+    return Table(pl.DataFrame(cols, schema={k: pl.String for k in cols}), "labels: fitted and censored molecules", notes)
+
+
+def _policy_line(policy: str | None, fmt: Format) -> str:
+    text = f"Censored-label policy: {POLICY_TEXT.get(policy, policy)}."
+    return f"% {text}\n" if fmt == "latex" else f"{text}\n"
 
 
 def _header(df: pl.DataFrame, study: str, fmt: Format) -> str:
@@ -635,26 +680,38 @@ def make_report(
     out: list[str] = []
     longs: list[pl.DataFrame] = []
     for st in sorted(df["study"].unique().to_list()):
-        sdf = df.filter(pl.col("study") == st)
-        picked = _pick_metrics(sdf, metrics, fold)
-        if fmt != "csv":
-            out.append(_header(sdf, st, fmt))
-        for metric in picked:
-            summary = summarize(sdf, metric, fold, ddof=ddof)
-            changes = compare_to_base(summary, base)
-            ranks = rank(summary)
-            tests = paired_tests(sdf, metric, fold, base, seed_test)
-            if fmt == "csv":
-                longs.append(long_table(summary, changes, tests, st, fold))
-            else:
-                out.append(render(metric_table(summary, ranks, fold, digits, ddof), fmt))
-                if changes["base_method"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
-                    out.append(render(change_table(changes, tests, digits), fmt))
-                    out.append(render(seed_test_table(tests, digits), fmt))
+        study_df = df.filter(pl.col("study") == st)
+        # one section per censored-label policy: runs trained under different policies never mix
+        policies = study_df["censored"].unique().sort(nulls_last=True).to_list()
+        for policy in policies:
+            sdf = study_df.filter(pl.col("censored").is_null() if policy is None else pl.col("censored") == policy)
+            picked = _pick_metrics(sdf, metrics, fold)
+            name = st if len(policies) == 1 else f"{st} [censored={policy}]"
+            if fmt != "csv":
+                out.append(_header(sdf, name, fmt))
+                if policy is not None or len(policies) > 1:
+                    out.append(_policy_line(policy, fmt))
+                    labels = label_table(sdf)
+                    if labels is not None:
+                        out.append(render(labels, fmt))
+            for metric in picked:
+                summary = summarize(sdf, metric, fold, ddof=ddof)
+                changes = compare_to_base(summary, base)
+                ranks = rank(summary)
+                tests = paired_tests(sdf, metric, fold, base, seed_test)
+                if fmt == "csv":
+                    longs.append(long_table(summary, changes, tests, st, fold).with_columns(
+                        censored=pl.lit(policy, pl.String)))
                 else:
-                    out.append(f"(no {base!r} strategy to compare against for {metric})\n")
-            if plots_dir is not None:
-                write_plots(summary, changes, plots_dir, st, fold, plot_formats)
+                    out.append(render(metric_table(summary, ranks, fold, digits, ddof), fmt))
+                    if changes["base_method"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
+                        out.append(render(change_table(changes, tests, digits), fmt))
+                        out.append(render(seed_test_table(tests, digits), fmt))
+                    else:
+                        out.append(f"(no {base!r} strategy to compare against for {metric})\n")
+                if plots_dir is not None:
+                    write_plots(summary, changes, plots_dir, name.replace(" [censored=", "__").rstrip("]"), fold,
+                                plot_formats)
     if fmt == "csv":
         return pl.concat(longs, how="diagonal_relaxed").write_csv()
     return "\n".join(out)

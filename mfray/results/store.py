@@ -41,7 +41,7 @@ from mfray.results.record import _STUDY_RE, BASE_SCHEMA, ResultsError, RunRecord
 
 PART_PREFIX = "run-"
 PART_SUFFIX = ".parquet"
-_SORT = ["study", "task", "setting", "strategy", "model", "readout", "split_seed", "fold", "metric"]
+_SORT = ["study", "task", "setting", "censored", "strategy", "model", "readout", "split_seed", "fold", "metric"]
 
 
 def base_frame() -> pl.DataFrame:

@@ -234,3 +234,52 @@ def test_a_readout_chosen_per_task_is_one_method():
     side_by_side = chosen + [run("a", "label", "attention", s, 0.3) for s in (0, 1)]
     text = make_report(pl.concat(side_by_side, how="diagonal_relaxed"), metrics=["r2"])
     assert "label[sum]" in text and "label[attention]" in text
+
+
+def _policy_runs(study="cp"):
+    """Two tasks x (base, label) x 3 seeds x 3 censored-label policies, with known values."""
+    effect = {"drop": 0.1, "as_value": 0.3, "censored": 0.2}
+    rows = []
+    for policy, e in effect.items():
+        for task in ("a:hf/DR", "b:hf/DR"):
+            for s in ("base", "label"):
+                for seed in range(3):
+                    r2 = e + 0.1 * (s == "label") + 0.01 * seed
+                    m = {"r2": r2, "mae": 1 - r2, "censored_acc": 0.5 + e, "active_auroc": 0.6 + e,
+                         "n_fitted": 10.0 + seed, "n_censored": 40.0}
+                    rows.append(pl.from_arrow(RunRecord(
+                        study=study, task=task, dataset=task[0], setting="transductive", strategy=s, model="gnn",
+                        split_seed=seed, censored=policy, config_hash=f"{policy}{s}",
+                        metrics={"test": m, "train": {**m, "n_fitted": 80.0, "n_censored": 320.0}}).to_arrow()))
+    return pl.concat(rows, how="diagonal_relaxed")
+
+
+def test_one_section_per_censored_policy_with_label_counts():
+    df = _policy_runs()
+    text = R.make_report(df)
+    sections = text.split("## Study ")[1:]
+    assert [s.splitlines()[0] for s in sections] == ["cp [censored=as_value]", "cp [censored=censored]", "cp [censored=drop]"]
+    for s, e in zip(sections, (0.3, 0.2, 0.1)):
+        # policies never mix: each section's base mean is its own policy's
+        assert f"| base | {e + 0.01:.3f} ± 0.010 | {e + 0.01:.3f} ± 0.010 |" in s
+        assert "### censored_acc (test) by task" in s and "### active_auroc (test) by task" in s
+        assert "n_fitted (test)" not in s and "n_censored" not in s.split("### r2")[1]
+        assert "| a:hf/DR | 80 | 320 | 11 | 40 |" in s  # train fitted/censored, test (mean over seeds)
+    assert "Censored-label policy: drop: bounds are not training labels" in sections[2]
+    csv = pl.read_csv(__import__("io").StringIO(R.make_report(df, fmt="csv")))
+    assert sorted(csv["censored"].unique().to_list()) == ["as_value", "censored", "drop"]
+    # one policy: no "[censored=...]" in the name, but the policy line and the label table are there
+    one = R.make_report(df.filter(pl.col("censored") == "censored"))
+    assert "## Study cp\n" in one and "Censored-label policy: censored" in one and "train fitted" in one
+    # without qualifiers (censored null) nothing changes: no policy line, no label table
+    assert "Censored-label policy" not in R.make_report(df.with_columns(censored=pl.lit(None, pl.String))
+                                                        .filter(pl.col("metric").is_in(["r2", "mae"])))
+
+
+def test_censored_policy_is_a_checked_record_field():
+    with pytest.raises(ResultsError, match="censored 'sometimes' is not one of drop, as_value, censored"):
+        RunRecord(study="s", task="t", dataset="t", setting="transductive", strategy="base", model="gnn",
+                  split_seed=0, metrics={"test": {"r2": 0.1}}, censored="sometimes")
+    rec = RunRecord(study="s", task="t", dataset="t", setting="transductive", strategy="base", model="gnn",
+                    split_seed=0, metrics={"test": {"r2": 0.1}}, censored="drop")
+    assert rec.to_arrow().column("censored").to_pylist() == ["drop"]

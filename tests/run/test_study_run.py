@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from mfray.results.store import ResultsStore
@@ -132,3 +133,37 @@ def test_auto_search_and_per_trial_resources(ray_local, demo_store, tmp_path):
     df = ResultsStore(plan.results.uri).read(study="auto")
     best = plan.searches[0].best.read_json()
     assert set(df["strategy"]) == {"auto"} and set(df["params_strategy"]) == {best["config"]["strategy"]}
+
+
+def test_study_under_two_censored_policies(ray_local, censored_store, tmp_path):
+    """The same study run with censored = "censored", then "drop": separate searches and runs, the policy
+    recorded on every row, bound metrics stored, and one report section per policy."""
+    from mfray.results.report import make_report
+    from mfray.run.study.runner import run_study
+
+    spec_path = str(Path(censored_store.path).parents[2] / "aid1445_censored.toml")
+    study = {**TINY, "name": "cens", "tasks": [spec_path], "strategies": ["base"], "max_seeds": 1,
+             "train": {"max_epochs": 2, "patience": 0, "batch_size": 64},
+             "search": {**TINY["search"], "num_samples": 2}}
+    root = str(Path(censored_store.path).parents[1])
+    plans = {}
+    for policy in ("censored", "drop"):
+        plans[policy] = make_plan(parse_study({**study, "censored": policy}), str(tmp_path / "st"), store_root=root)
+        assert plans[policy].tasks[0].censored == policy
+        run_study(plans[policy], log=lambda m: None)
+    assert plans["censored"].searches[0].key != plans["drop"].searches[0].key
+    df = ResultsStore(str(tmp_path / "st" / "results")).read(study="cens")
+    assert sorted(df["censored"].unique().to_list()) == ["censored", "drop"]
+    assert df.select("run_key").n_unique() == 4  # base and lf_linear under each policy
+    test = df.filter(pl.col("fold") == "test")
+    assert {"censored_acc", "active_auroc", "n_fitted", "n_censored"} <= set(test["metric"].to_list())
+    fit_on = df.filter(pl.col("strategy") == "lf_linear").group_by("censored").agg(pl.col("params_fit_on").first())
+    assert dict(fit_on.iter_rows()) == {"censored": "fitted values only (bounds left out)",
+                                        "drop": "fitted values only (bounds left out)"}
+    n_train = df.group_by("censored", "strategy").agg(pl.col("n_train_hf").first()).sort("censored", "strategy")
+    # drop trains on fitted values only: fewer HF training labels
+    assert n_train.filter(pl.col("censored") == "drop")["n_train_hf"].max() < \
+        n_train.filter(pl.col("censored") == "censored")["n_train_hf"].min(), n_train
+    text = make_report(str(tmp_path / "st" / "results"), study="cens")
+    assert "## Study cens [censored=censored]" in text and "## Study cens [censored=drop]" in text
+    assert "train fitted" in text

@@ -159,3 +159,28 @@ def test_smoke_is_a_separate_small_study():
     s = parse_study(BASE).smoke()
     assert s.name == "t-smoke" and s.search.num_samples == 2 and s.max_seeds == 2
     assert s.train["max_epochs"] <= 3 and s.search.space["readout"] == ["sum"]
+
+
+def test_censored_policy_of_tasks_keys_and_overrides(tmp_path, shared_data):
+    """serine_hf's HF values carry qualifiers (spec default: censored); aid1445's do not."""
+    base = {"name": "c", "tasks": ["serine_hf", "aid1445"], "strategies": ["base"], "baselines": ["lf_linear"]}
+    plans = {pol: make_plan(parse_study({**base, **({"censored": pol} if pol else {})}), str(tmp_path))
+             for pol in (None, "drop", "as_value", "censored")}
+    by = {pol: {t.dataset: t for t in p.tasks} for pol, p in plans.items()}
+    assert by[None]["serine_hf"].censored == "censored" and by["drop"]["serine_hf"].censored == "drop"
+    assert all(by[p]["aid1445"].censored is None for p in by)  # no qualifiers: a policy means nothing
+    # one store for every policy; different searches and baseline runs per policy; aid1445 unchanged
+    assert len({by[p]["serine_hf"].store_key for p in by}) == 1
+    keys = {p: {s.task.dataset: s.key for s in plans[p].searches} for p in plans}
+    assert len({keys[p]["serine_hf"] for p in ("drop", "as_value", "censored")}) == 3
+    assert keys[None]["serine_hf"] == keys["censored"]["serine_hf"]
+    assert len({keys[p]["aid1445"] for p in keys}) == 1
+    from mfray.run.study.plan import baseline_identity
+
+    hashes = {p: baseline_identity(plans[p], by[p]["serine_hf"], "lf_linear", 1, "x")["config_hash"] for p in plans}
+    assert len({hashes["drop"], hashes["as_value"], hashes["censored"]}) == 3
+    # a task's own policy wins over the study's
+    own = parse_study({**base, "censored": "drop", "tasks": [{"dataset": "serine_hf", "censored": "as_value"}]})
+    assert make_plan(own, str(tmp_path)).tasks[0].censored == "as_value"
+    with pytest.raises(SpecError, match="censored: got 'maybe'; allowed values: 'drop', 'as_value' or 'censored'"):
+        parse_study({**base, "censored": "maybe"})

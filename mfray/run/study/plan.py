@@ -42,6 +42,8 @@ class TaskPlan:
     store_key: str
     store_path: str
     seeds: list[int]
+    #: censored-label policy of the task's HF values (None: they carry no qualifier)
+    censored: str | None = None
 
     @property
     def dataset(self) -> str:
@@ -54,8 +56,17 @@ class TaskPlan:
 
     @property
     def ident(self) -> dict[str, Any]:
-        return {"store": self.store_key, "dataset": self.spec.name, "targets": self.ref.targets,
-                "lf_target": self.ref.lf_target}
+        out = {"store": self.store_key, "dataset": self.spec.name, "targets": self.ref.targets,
+               "lf_target": self.ref.lf_target}
+        if self.censored is not None:  # only then: tasks without qualifiers keep their keys
+            out["censored"] = self.censored
+        return out
+
+    @property
+    def lf_censored(self) -> str | None:
+        """The policy of the LF label values that carry a qualifier (the dataset spec's; rare)."""
+        lf_fid = self.spec.fidelities[0]
+        return next((p for (f, _), p in self.spec.censored_policies().items() if f == lf_fid), None)
 
     def store(self) -> GraphStore:
         return GraphStore(self.store_path)
@@ -157,6 +168,17 @@ def _resolve(ref: TaskRef, base_dir) -> tuple[DatasetSpec | None, str | None]:
     return None, "; ".join(reasons)
 
 
+def task_policy(study: StudySpec, ref: TaskRef, spec: DatasetSpec) -> str | None:
+    """The censored-label policy of a task: the task's own, else the study's, else its dataset spec's;
+    None when none of the task's HF targets carries a qualifier (then a policy means nothing)."""
+    if not spec.censored_policies():
+        return None
+    if ref.censored or study.censored:
+        has = {t for (f, t) in spec.censored_policies() if f == spec.split_fidelity and (not ref.targets or t in ref.targets)}
+        return (ref.censored or study.censored) if has else None
+    return spec.task_policy(ref.targets)
+
+
 def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> StudyPlan:
     """Resolve a study into its steps. Reads dataset specs and file headers only; trains nothing."""
     loc = Location(storage)
@@ -187,7 +209,8 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
             raise MfrayError(f"study {study.name}: search.seed_index {study.search.seed_index} but only "
                              f"{len(seeds)} split seeds")
         tasks.append(TaskPlan(ref=ref if ref.dataset == spec.name else ref.model_copy(update={"dataset": spec.name}),
-                              spec=spec, store_key=key, store_path=f"{root}/{spec.name}/{key}", seeds=seeds))
+                              spec=spec, store_key=key, store_path=f"{root}/{spec.name}/{key}", seeds=seeds,
+                              censored=task_policy(study, ref, spec)))
 
     lf_plans: dict[str, LFPlan] = {}
 
@@ -197,6 +220,8 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
                   "train": {"max_epochs": p.max_epochs, "batch_size": p.batch_size, "lr": p.lr, "seed": p.seed},
                   "max_molecules": p.max_molecules, "valid_fraction": p.valid_fraction,
                   "num_workers": p.num_workers}
+        if task.lf_censored is not None:
+            config["censored"] = task.lf_censored
         key = hash_obj(config)
         if key not in lf_plans:
             lf_plans[key] = LFPlan(dataset=task.dataset, store_key=task.store_key, store_path=task.store_path,

@@ -106,7 +106,8 @@ def _context(plan: StudyPlan, task: TaskPlan, search: SearchPlan | None = None) 
         search_seed=task.seeds[plan.study.search.seed_index],
         lf_checkpoints={r: p.checkpoint.uri for r, p in search.lf.items()} if search else {},
         outputs=search.outputs_lf.outputs.uri if search and search.outputs_lf else None,
-        dataset_spec={**task.spec.model_dump(mode="json"), "spec_path": task.spec.spec_path})
+        dataset_spec={**task.spec.model_dump(mode="json"), "spec_path": task.spec.spec_path},
+        censored=task.censored)
 
 
 def _optuna_storage(spec: str | None, base_dir):
@@ -170,7 +171,8 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
         cfg = LFRunConfig(readout=lf.readout, model=lf.config["model"],
                           train=TrainConfig(lr=p.lr, batch_size=per_worker, max_epochs=p.max_epochs, patience=0,
                                             seed=p.seed, num_threads=max(1, int(p.cpus_per_worker))),
-                          max_molecules=p.max_molecules, valid_fraction=p.valid_fraction)
+                          max_molecules=p.max_molecules, valid_fraction=p.valid_fraction,
+                          censored=lf.config.get("censored"))
         log(f"pretrain LF model {lf.dataset}/{lf.readout} on Ray Train ({num_workers} worker(s), "
             f"{p.max_epochs} epoch(s)) [{lf.key}]")
         with tempfile.TemporaryDirectory() as tmp:
@@ -377,8 +379,10 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
                 if study.failure.on_error == "stop":
                     raise MfrayError(f"{job.name} failed: {msg}") from None
             continue
-        params = job.params if job.kind == "refit" else {**job.params, **{f"best_{k}": v for k, v in out["params"].items()}}
+        params = job.params if job.kind == "refit" else {**job.params, "fit_on": out.get("fit_on"),
+                                                         **{f"best_{k}": v for k, v in out["params"].items()}}
         rec = RunRecord(study=study.name, task=out["task"], dataset=out["dataset"], setting=job.identity["setting"],
+                        censored=out.get("censored"),
                         strategy=job.identity["strategy"], model=job.identity["model"], split_seed=job.seed,
                         metrics=out["metrics"], params=params, n_train_hf=out["n_train_hf"],
                         readout=job.identity["readout"], config_hash=job.identity["config_hash"],

@@ -9,6 +9,7 @@ runnable version)::
     strategies = ["base", "label", "embeddings", "tune_readout"]
     baselines = ["lf_linear"]
     split_seeds = "spec"                      # the dataset spec's seeds, or a list [0, 1, 2]
+    censored = "censored"                     # policy for bounds (qualified HF values): drop | as_value | censored
 
     [train]                                   # HF optimisation (TrainConfig fields)
     max_epochs = 40
@@ -42,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mfray.data.specs import format_validation_error
+from mfray.data.specs import CensoredPolicy, format_validation_error
 from mfray.utils.errors import SpecError
 from mfray.utils.hashing import hash_obj
 from mfray.utils.io import read_toml_file
@@ -173,6 +174,8 @@ class TaskRef(_Spec):
     alternatives: list[str] = Field(default_factory=list)
     targets: list[str] | None = None
     lf_target: str | None = None
+    #: this task's censored-label policy (overrides the study's and the dataset spec's)
+    censored: CensoredPolicy | None = None
 
 
 class StudySpec(_Spec):
@@ -181,6 +184,9 @@ class StudySpec(_Spec):
     tasks: list[str | TaskRef] = Field(default_factory=list)
     task_tags: list[str] = Field(default_factory=list)  # add every data spec carrying all these tags
     missing_data: Literal["error", "skip"] = "error"  # a task whose data files are absent
+    #: censored-label policy for every task whose HF values carry a qualifier (None: each dataset spec's
+    #: own): "drop" (fitted values only), "as_value" (bounds as if measured), "censored" (one-sided loss)
+    censored: CensoredPolicy | None = None
     settings: list[Literal["transductive", "inductive"]] = Field(default_factory=lambda: ["transductive"])
     strategies: list[str] = Field(default_factory=lambda: ["base"])
     baselines: list[str] = Field(default_factory=list)

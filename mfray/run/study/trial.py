@@ -41,6 +41,7 @@ class TrialContext:
     lf_checkpoints: dict[str, str] = field(default_factory=dict)  # LF readout -> checkpoint location
     outputs: str | None = None  # LF outputs (predictions, embeddings) location
     dataset_spec: dict[str, Any] | None = None  # to rebuild the store on a node that lacks it
+    censored: str | None = None  # the task's censored-label policy (TaskPlan.censored)
 
 
 def load_study_task(ctx: TrialContext, seed: int):
@@ -52,7 +53,8 @@ def load_study_task(ctx: TrialContext, seed: int):
 
     ensure_local_store(ctx.store_path, ctx.dataset_spec)  # a worker node without a shared cache builds it once
     aux_files = {"lf": Location(ctx.outputs).local_copy()} if ctx.outputs else None
-    task = load_task(GraphStore(ctx.store_path), seed, targets=ctx.targets, lf_target=ctx.lf_target, aux_files=aux_files)
+    task = load_task(GraphStore(ctx.store_path), seed, targets=ctx.targets, lf_target=ctx.lf_target, aux_files=aux_files,
+                     censored=ctx.censored)
     if ctx.setting == "inductive" and "lf_label" in task.train.aux:
         # inductive: molecules outside the training fold have no measured LF label (they are "new")
         for fold in ("valid", "test"):
@@ -172,7 +174,7 @@ def refit(ctx: TrialContext, config: dict[str, Any], seed: int, predictions_to: 
             res.predictions.write_parquet(p)
             Location(predictions_to).put(p)
     return {"task": task.name, "dataset": task.dataset, "metrics": res.metrics, "best_epoch": res.fit.best_epoch,
-            "epochs_run": res.fit.epochs_run, "n_train_hf": int(np.isfinite(task.train.y).any(axis=1).sum()),
+            "epochs_run": res.fit.epochs_run, "n_train_hf": task.train.n_labelled(task.censored), "censored": task.censored,
             "started_at": started, "finished_at": datetime.now(UTC), "seconds": res.fit.seconds}
 
 
@@ -186,7 +188,7 @@ def baseline(ctx: TrialContext, name: str, seed: int, grid: str) -> dict[str, An
         raise MfrayError(f"baseline {name} fits one target; task {task.name} has {task.targets}")
     res = run_baseline(task, name, features="morgan", grid=grid, seed=seed)
     return {"task": task.name, "dataset": task.dataset, "metrics": res.metrics, "best_epoch": None,
-            "params": res.best_params, "n_train_hf": int(np.isfinite(task.train.y).any(axis=1).sum()),
+            "params": res.best_params, "fit_on": res.search.get("fit_on"), "n_train_hf": task.train.n_labelled(task.censored), "censored": task.censored,
             "started_at": started, "finished_at": datetime.now(UTC)}
 
 
