@@ -173,6 +173,8 @@ DUP = """id,smiles,ic50,q,lf
 1,CCO,3,=,1
 2,CCN,50,>,1
 2,CCN,30,>,1
+7,CCCCO,0.5,<,1
+7,CCCCO,0.2,<,1
 3,CCC,50,>,1
 3,CCC,0.01,<,1
 4,CCCC,2,=,1
@@ -186,10 +188,11 @@ def test_fitted_values_win_and_bounds_keep_the_tightest(tmp_path):
     got = hf_labels(store)
     assert got[1] == (2.0, 0)  # mean of the fitted 1 and 3; the bound is ignored
     assert got[2] == (50.0, 1)  # true value > 50 and > 30: the tighter lower bound is 50
+    assert got[7] == (0.2, -1)  # true value < 0.5 and < 0.2: below 0.2
     assert 3 not in got  # > 50 and < 0.01: no one label; dropped and counted
     assert store.manifest["counts"]["bound_conflicts_dropped"] == 1
     labels = store.table("labels").filter(pl.col("fidelity") == "hf")
-    assert labels.height == 10 and labels["censor"].to_list() == [0, 1, 0, 1, 1, 1, -1, 0, 0, 0]
+    assert labels.height == 12 and labels["censor"].to_list() == [0, 1, 0, 1, 1, -1, -1, 1, -1, 0, 0, 0]
 
 
 def test_quarantine_policy_treats_a_bound_and_a_value_as_a_conflict(tmp_path):
@@ -205,6 +208,7 @@ def test_policies_change_what_training_sees_not_the_split(tmp_path):
     spec, store = build(tmp_path, spec_text())
     tasks = {p: load_task(store, 1, censored=p) for p in ("drop", "as_value", "censored")}
     assert load_task(store, 1).censored == "censored"  # the spec's
+    assert {p: t.censored for p, t in tasks.items()} == {p: p for p in tasks}  # or the override
     ids = {p: [t.folds[f].mol_ids.tolist() for f in ("train", "valid", "test")] for p, t in tasks.items()}
     assert ids["drop"] == ids["as_value"] == ids["censored"]
     fold = tasks["censored"].train

@@ -586,3 +586,14 @@ def test_qualifier_spec_errors(tmp_path: Path) -> None:
         make_spec(tmp_path, dr_qualifier_columns={"IC50": "Qualifier"}, censored="drop")
     with pytest.raises(SpecError, match="censored = 'drop' needs dr_qualifier_columns"):
         make_spec(tmp_path, censored="drop")
+
+
+def test_policy_is_not_part_of_the_source_identity(tmp_path: Path) -> None:
+    """One store serves every censored-label policy; the qualifier columns and their direction do count."""
+    ident = lambda **kw: make_spec(tmp_path, **kw).source_identity()  # noqa: E731
+    a = ident(dr_qualifier_columns="auto", censored="censored")
+    assert a == ident(dr_qualifier_columns="auto", censored="drop")
+    assert a != ident(dr_qualifier_columns="auto", censored="drop", dr_qualifier_reversed=True)
+    assert a != ident(dr_qualifier_columns={"IC50 #1": "Qualifier"}, censored="drop")
+    new = ("censored", "dr_qualifier_columns", "dr_qualifier_reversed")  # no qualifiers: the key as before them
+    assert ident() == {k: v for k, v in make_spec(tmp_path).source.model_dump(mode="json").items() if k not in new}
