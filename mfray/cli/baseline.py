@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     descriptor = CachedDescriptor(features) if features else None  # computed once across seeds
 
     results = []
+    if args.censored and spec.task_policy() is None:
+        print(f"note: --censored {args.censored} has no effect: the HF values of {spec.name} carry no qualifier "
+              "(see qualifier_column in the dataset spec)", file=sys.stderr)
     for seed in seeds:
         task = load_task(store, seed, censored=args.censored or spec.task_policy())
         r = run_baseline(task, args.model, features=descriptor, augment=args.augment, aux_key=args.aux_key,

@@ -134,6 +134,9 @@ def run_train(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     print(f"{task.name}: {len(task.train)} train / {len(task.valid)} valid / {len(task.test)} test molecules, "
           f"seed {seed}, strategy {args.strategy}", file=sys.stderr)
+    if args.censored and task.censored is None:
+        print(f"note: --censored {args.censored} has no effect: the {task.fidelity} values of {spec.name} carry no "
+              "qualifier (see qualifier_column in the dataset spec)", file=sys.stderr)
     if task.censored is not None:
         c = task.train.counts()
         print(f"  censored-label policy {task.censored!r}: training molecules with a fitted value {c['fitted']:,}, "
