@@ -5,13 +5,15 @@ is computed from each fold's standardised SMILES; real-valued descriptors are st
 training fold's statistics, binary fingerprints are left as they are. An augmentation appends one LF
 input of the task (METHOD.md section 6: the same augmentations as the GNN strategies):
 
-========================  ==========================  =============================================
-augment                   default aux key             what is appended
-========================  ==========================  =============================================
-``"label"``               ``"lf_label"``              the measured LF label (transductive)
-``"predicted_label"``     ``"artifact:STPredSD"``     the LF model's prediction (inductive)
-``"embeddings"``          ``"artifact:STEmbeddings"`` the LF model's graph embedding (256-d)
-========================  ==========================  =============================================
+========================  ==========================================================================
+augment                   what is appended (:class:`mfray.transfer.LFInput`, found by
+                          :func:`mfray.transfer.inputs.input_key`, as for the GNN strategies)
+========================  ==========================================================================
+``"label"``               the measured LF label (transductive)
+``"predicted_label"``     an LF model's prediction: an attached LF outputs table's, else the dataset's
+                          first prediction artifact (e.g. ``artifact:STPredSD``)
+``"embeddings"``          an LF model's graph embedding, found the same way
+========================  ==========================================================================
 
 The appended columns are standardised with training statistics. A molecule without the LF input
 (NaN) is an error naming the fold and key: the baselines never impute (the per-molecule
@@ -28,13 +30,15 @@ import numpy as np
 from mfray.chem.fingerprints import DESCRIPTORS
 from mfray.data.tasks import FOLD_NAMES, Task
 from mfray.train.scaling import Scaler
+from mfray.transfer import LFInput
+from mfray.transfer.inputs import input_key
 from mfray.utils.errors import DataError
 
-#: augmentation name -> aux key it reads unless ``aux_key`` says otherwise
-AUGMENTS: dict[str, str] = {
-    "label": "lf_label",
-    "predicted_label": "artifact:STPredSD",
-    "embeddings": "artifact:STEmbeddings",
+#: augmentation name -> the LF input it appends (unless ``aux_key`` names an aux input directly)
+AUGMENTS: dict[str, LFInput] = {
+    "label": LFInput.LABEL,
+    "predicted_label": LFInput.PREDICTION,
+    "embeddings": LFInput.EMBEDDING,
 }
 
 #: descriptors whose values are already on a common 0/1 scale (not standardised)
@@ -92,7 +96,7 @@ class CachedDescriptor:
         return X.astype(np.float32, copy=False), np.array([r[1] for r in rows], dtype=bool)
 
 
-def resolve_aux_key(augment: str | None, aux_key: str | None) -> str | None:
+def resolve_aux_key(task: Task, augment: str | None, aux_key: str | None) -> str | None:
     """The aux key an augmentation reads (``aux_key`` overrides the default); None without one."""
     if augment is None:
         if aux_key is not None:
@@ -100,7 +104,11 @@ def resolve_aux_key(augment: str | None, aux_key: str | None) -> str | None:
         return None
     if augment not in AUGMENTS:
         raise ValueError(f"unknown augment {augment!r}; choices: None, {', '.join(sorted(AUGMENTS))}")
-    return aux_key or AUGMENTS[augment]
+    key = aux_key or input_key(task, AUGMENTS[augment])
+    if key is None:
+        raise DataError(f"task {task.name} has no {AUGMENTS[augment].value} for augment {augment!r}; available aux "
+                        f"inputs: {task.aux_names() or 'none'}")
+    return key
 
 
 def aux_matrix(task: Task, key: str, fold: str) -> np.ndarray:

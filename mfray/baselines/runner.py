@@ -101,7 +101,7 @@ def run_baseline(
         raise ValueError(f"baselines fit one target; task {task.name} has {task.train.y.shape[1]} "
                          f"({task.targets}); load it with targets=[...]")
     if baseline.uses_descriptors:
-        key = resolve_aux_key(augment, aux_key)
+        key = resolve_aux_key(task, augment, aux_key)
         fs = build_features(task, features, key)
         descriptor = fs.descriptor
         X = fs.X

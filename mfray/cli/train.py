@@ -21,10 +21,11 @@ def _model_args(p) -> None:
     g.add_argument("--layers", type=int, metavar="N", help="encoder layers (default 3)")
 
 
-def _train_args(p, lr: float, batch: int, epochs: int, patience: int) -> None:
+def _train_args(p, lr: float | None, batch: int, epochs: int, patience: int) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=epochs, metavar="N", help=f"maximum epochs (default {epochs})")
-    g.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
+    g.add_argument("--lr", type=float, default=lr, help="learning rate (default: "
+                   + (f"{lr:g})" if lr is not None else "the strategy's, as in studies: 1e-4, 5e-5 for tune_*)"))
     g.add_argument("--batch-size", type=int, default=batch, metavar="N", help=f"default {batch}")
     g.add_argument("--patience", type=int, default=patience, metavar="N",
                    help=f"early-stopping patience in epochs, 0 = off (default {patience})")
@@ -46,9 +47,12 @@ def add_parser(sub) -> None:
     p.add_argument("--lf-embedding", metavar="KEY", help="use a stored LF embedding instead (e.g. artifact:STEmbeddings)")
     p.add_argument("--freeze", metavar="STAGES", help="comma-separated stages to freeze (encoder,readout,head); default: the strategy's")
     p.add_argument("--unfreeze-epoch", type=int, metavar="N", help="unfreeze everything at this epoch")
+    p.add_argument("--setting", choices=("transductive", "inductive"), default="transductive",
+                   help="inductive: the valid/test molecules' measured LF labels are hidden (new molecules); the "
+                   "LF model should not have seen them either (mfray pretrain --holdout-seeds)")
     add_censored(p)
     _model_args(p)
-    _train_args(p, lr=1e-4, batch=32, epochs=1000, patience=100)
+    _train_args(p, lr=None, batch=32, epochs=1000, patience=100)
     p.add_argument("--no-progress", action="store_true")
     add_store_root(p)
     p.set_defaults(func=run_train)
@@ -61,6 +65,8 @@ def add_parser(sub) -> None:
     q.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/lf_<readout>)")
     q.add_argument("--max-molecules", type=int, metavar="N", help="pretrain on a seeded subsample")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--holdout-seeds", metavar="S1,S2", help="leave the valid and test molecules of these split seeds "
+                   "out of pretraining (an LF model for the inductive setting); 'spec' = the dataset's seeds")
     _model_args(q)
     _train_args(q, lr=5e-5, batch=512, epochs=10, patience=0)
     q.add_argument("--max-steps", type=int, metavar="N", help="at most N optimiser steps per epoch (per worker)")
@@ -102,7 +108,7 @@ def _train_config(args, seed: int):
     from mfray.train.loop import TrainConfig
 
     return TrainConfig(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-                       seed=seed, num_threads=args.threads, unfreeze_epoch=getattr(args, "unfreeze_epoch", None))
+                       seed=seed, num_threads=args.threads)
 
 
 def _write_config(path: Path, obj: dict) -> None:
@@ -118,17 +124,31 @@ def _write_config(path: Path, obj: dict) -> None:
     path.write_text(tomli_w.dumps(clean(obj)))
 
 
+def _check_holdout(checkpoint: str, seed: int) -> None:
+    """Warn when an LF model for the inductive setting has seen this split's valid/test molecules."""
+    import torch
+
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True).get("meta", {})
+    held = (meta.get("holdout") or {}).get("seeds") or []
+    if seed not in held:
+        print(f"warning: the LF model {checkpoint} was pretrained on split {seed}'s valid/test molecules, so this "
+              f"inductive run is not inductive; pretrain it with --holdout-seeds {seed}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from mfray.data.tasks import load_task
     from mfray.train.task import HFRunConfig, train_hf
 
     spec, store = open_store(args.spec, args.store_root)
     seed = args.seed if args.seed is not None else spec.split.seeds[0]
-    task = load_task(store, seed, censored=args.censored or spec.task_policy())
+    task = load_task(store, seed, censored=args.censored or spec.task_policy()).for_setting(args.setting)
     cfg = HFRunConfig(strategy=args.strategy, readout=args.readout, model=_model_overrides(args),
                       train=_train_config(args, seed), lf_checkpoint=args.lf_checkpoint,
                       lf_prediction=args.lf_prediction, lf_embedding=args.lf_embedding,
-                      freeze=[s for s in args.freeze.split(",") if s] if args.freeze is not None else None)
+                      freeze=[s for s in args.freeze.split(",") if s] if args.freeze is not None else None,
+                      unfreeze_epoch=args.unfreeze_epoch)
+    if args.setting == "inductive" and args.lf_checkpoint:
+        _check_holdout(args.lf_checkpoint, seed)
     out = Path(args.out or Path("runs") / spec.name / args.strategy / f"seed{seed}")
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress and sys.stderr.isatty()
@@ -146,10 +166,12 @@ def run_train(args: argparse.Namespace) -> int:
     _write_config(out / "config.toml", {
         "dataset": {"name": spec.name, "spec_path": spec.spec_path, "store": str(store.path), "seed": seed,
                     "targets": task.targets, "fidelity": task.fidelity, "censored": task.censored},
-        "strategy": {"name": args.strategy, "lf_checkpoint": args.lf_checkpoint, "lf_prediction": args.lf_prediction,
-                     "lf_embedding": args.lf_embedding, "freeze": cfg.freeze},
+        "strategy": {"name": args.strategy, "setting": task.setting, "lf_checkpoint": args.lf_checkpoint,
+                     "lf_prediction": args.lf_prediction, "lf_embedding": args.lf_embedding,
+                     "freeze": list(res.freeze_plan.stages), "unfreeze_epoch": res.freeze_plan.unfreeze_epoch,
+                     "lf_inputs": res.lf_inputs},
         "model": res.model_spec.model_dump(mode="json"),
-        "train": asdict(cfg.train),
+        "train": asdict(res.train_config),
     })
     print(f"{args.strategy} on {task.name} (seed {seed}): best epoch {res.fit.best_epoch} of {res.fit.epochs_run}, "
           f"{res.n_trainable:,}/{res.n_params:,} trainable parameters, {res.fit.seconds:.0f} s")
@@ -171,12 +193,20 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise MfrayError(f"--max-steps must be at least 1 (got {args.max_steps})")
     spec, store = open_store(args.spec, args.store_root)
     readout = args.readout or "set_transformer"
+    holdout = None
+    if args.holdout_seeds:
+        try:
+            holdout = (list(spec.split.seeds) if args.holdout_seeds == "spec"
+                       else [int(x) for x in args.holdout_seeds.split(",") if x.strip()])
+        except ValueError:
+            raise MfrayError(f"--holdout-seeds {args.holdout_seeds!r}: give split seeds like 1,2,3 or 'spec'") from None
     cfg = LFRunConfig(readout=readout, model=_model_overrides(args),
                       train=replace(_train_config(args, args.seed), max_steps_per_epoch=args.max_steps),
-                      max_molecules=args.max_molecules)
+                      max_molecules=args.max_molecules, holdout_seeds=holdout)
     out = Path(args.out or Path("runs") / spec.name / f"lf_{readout}")
     config = {"dataset": {"name": spec.name, "store": str(store.path)}, "readout": readout,
-              "model": _model_overrides(args), "train": asdict(cfg.train), "max_molecules": args.max_molecules}
+              "model": _model_overrides(args), "train": asdict(cfg.train), "max_molecules": args.max_molecules,
+              "holdout_seeds": holdout}
     if args.workers is None:
         progress = not args.no_progress and sys.stderr.isatty()
         with epoch_progress(cfg.train.max_epochs, f"pretrain {readout}", progress) as cb:

@@ -18,7 +18,7 @@ evaluated on the same molecules. The task's ``censored`` policy says what *train
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from mfray.data.store import GraphStore
 from mfray.utils.errors import DataError
 
 FOLD_NAMES = ("train", "valid", "test")
+SETTINGS = ("transductive", "inductive")
 
 
 @dataclass
@@ -91,6 +92,23 @@ class Task:
     store: GraphStore
     #: censored-label policy of the HF targets (None: their values carry no qualifier)
     censored: str | None = None
+    #: "transductive": every molecule's measured LF label is an input; "inductive": the valid and test
+    #: molecules are new, their measured LF labels are hidden (see :meth:`for_setting`)
+    setting: str = "transductive"
+
+    def for_setting(self, setting: str) -> Task:
+        """This task in ``setting``. Inductive: the valid and test molecules' measured LF labels are NaN
+        (they stand for molecules not screened yet); LF models for it must not have seen them either
+        (:func:`holdout_ids`)."""
+        if setting not in SETTINGS:
+            raise DataError(f"unknown setting {setting!r}; choose {' or '.join(SETTINGS)}")
+        folds = dict(self.folds)
+        if setting == "inductive":
+            for f in ("valid", "test"):
+                fold = folds[f]
+                aux = {k: (np.full_like(v, np.nan) if k == "lf_label" else v) for k, v in fold.aux.items()}
+                folds[f] = TaskFold(mol_ids=fold.mol_ids, smiles=fold.smiles, y=fold.y, aux=aux, censor=fold.censor)
+        return replace(self, folds=folds, setting=setting)
 
     @property
     def train(self) -> TaskFold:
@@ -195,6 +213,17 @@ def load_task(
     return Task(dataset=spec["name"], fidelity=fidelity, targets=list(targets), lf_fidelity=lf_fidelity,
                 lf_target=lf_target, seed=seed, task_type=spec.get("task_type", "regression"), folds=folds,
                 store=store, censored=policy)
+
+
+def holdout_ids(store: GraphStore, seeds: list[int], folds: tuple[str, ...] = ("valid", "test")) -> np.ndarray:
+    """The molecules of ``folds`` of any of the split ``seeds``: what an LF model for the inductive
+    setting must not be trained on (sorted ``mol_id`` s)."""
+    s = store.table("splits").filter(pl.col("seed").is_in(list(seeds)) & pl.col("fold").is_in(list(folds)))
+    have = set(store.table("splits")["seed"].unique().to_list())
+    missing = sorted(set(seeds) - have)
+    if missing:
+        raise DataError(f"{store.path}: no split for seed(s) {missing}; stored seeds: {sorted(have)}")
+    return np.sort(s["mol_id"].unique().to_numpy())
 
 
 def qualified_targets(store: GraphStore, fidelity: str) -> list[str]:

@@ -2,7 +2,9 @@
 
 A frozen stage gets ``requires_grad = False`` *and* stays in eval mode during training, so its
 BatchNorm running statistics do not drift and a frozen VGAE encoder returns ``mu`` (no sampling
-noise). The reference implementation froze parameters only (METHOD.md section 6).
+noise). The reference implementation froze parameters only (METHOD.md section 6). Which stages are
+frozen is decided by the transfer strategy (a :class:`mfray.transfer.FreezePlan`) and passed to the
+training loop explicitly; nothing is stored on the model besides the parameters' own flags.
 """
 
 from __future__ import annotations
@@ -22,23 +24,26 @@ def check_stages(names: Iterable[str]) -> set[str]:
     return names
 
 
-def freeze(model: MFModel, names: Iterable[str]) -> None:
-    """Freeze the named stages (``encoder``, ``readout``, ``head``) and unfreeze the others."""
+def freeze(model: MFModel, names: Iterable[str]) -> set[str]:
+    """Freeze the named stages (``encoder``, ``readout``, ``head``) and unfreeze the others; returns the
+    frozen set."""
     frozen = check_stages(names)
     for name, stage in model.stages().items():
         for p in stage.parameters():
             p.requires_grad_(name not in frozen)
-    model._frozen = frozen  # read by train_mode(); a set of names, not tensors
+    return frozen
 
 
 def frozen_stages(model: MFModel) -> set[str]:
-    return set(getattr(model, "_frozen", set()))
+    """The stages none of whose parameters train (read off ``requires_grad``)."""
+    return {name for name, stage in model.stages().items()
+            if any(True for _ in stage.parameters()) and not any(p.requires_grad for p in stage.parameters())}
 
 
-def train_mode(model: MFModel) -> None:
-    """``model.train()`` but frozen stages stay in eval mode (BN statistics, no VGAE noise)."""
+def train_mode(model: MFModel, frozen: Iterable[str] = ()) -> None:
+    """``model.train()`` but the ``frozen`` stages stay in eval mode (BN statistics, no VGAE noise)."""
+    frozen = check_stages(frozen)
     model.train()
-    frozen = frozen_stages(model)
     for name, stage in model.stages().items():
         if name in frozen:
             stage.eval()

@@ -59,9 +59,8 @@ POLICY_TEXT = {
     "censored": "censored: bounds kept as one-sided targets (a prediction on the right side of its bound costs nothing)",
 }
 FLOOR = "lf_linear"
-LABEL_STRATEGIES = ("label", "hybrid_label", "predicted_label")
-# row order of every table: base, the lf_linear floor right before the label strategies, then the rest
-STRATEGY_ORDER = ("base", FLOOR, *LABEL_STRATEGIES, "embeddings", "tune_vgae", "tune_readout")
+#: where the floor goes among the strategies' own ``order`` (right before the label strategies)
+FLOOR_ORDER = 15
 UNIT_KEYS = ("task", "setting")
 METHOD_KEYS = ("strategy", "model", "readout")
 RUN_KEYS = ("study", *UNIT_KEYS, *METHOD_KEYS, "split_seed")
@@ -138,13 +137,29 @@ def _label_frame(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(method=method, unit=unit).drop("_nm")
 
 
+def _strategy_order(strategy: str) -> int:
+    """Row position of a method: the strategy's own ``order``, the floor right before the label
+    strategies, other baselines and searched choices after every strategy."""
+    from mfray.transfer import STRATEGIES, get_strategy
+
+    if strategy == FLOOR:
+        return FLOOR_ORDER
+    return get_strategy(strategy).order if strategy in STRATEGIES else 1000
+
+
+def _compares_to_floor(strategy: str) -> bool:
+    """Whether tables compare the strategy with the lf_linear floor (it reads the LF label or its prediction)."""
+    from mfray.transfer import STRATEGIES, get_strategy
+
+    return strategy in STRATEGIES and get_strategy(strategy).floor
+
+
 def _method_sort_key(strategy: str, model: str | None, readout: str | None) -> tuple:
-    i = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
-    return (i, strategy, model or "", readout or "")
+    return (_strategy_order(strategy), strategy, model or "", readout or "")
 
 
 def _ordered(frame: pl.DataFrame) -> pl.DataFrame:
-    """Sort by unit, then method in :data:`STRATEGY_ORDER`."""
+    """Sort by unit, then method by :func:`_strategy_order`."""
     if frame.is_empty():
         return frame
     keys = {m: _method_sort_key(s, mo, r)
@@ -175,7 +190,7 @@ def summarize(df: pl.DataFrame, metric: str, fold: str = "test", ddof: int = 1) 
     """Mean and std over split seeds per (task, setting, method).
 
     Returns columns ``metric, unit, task, setting, method, strategy, model, readout, n_seeds, mean,
-    std`` (std null with one seed), ordered by unit then :data:`STRATEGY_ORDER`. NaN values (an
+    std`` (std null with one seed), ordered by unit then the strategies' ``order``. NaN values (an
     undefined R2 on a constant fold) are left out of the mean and not counted in ``n_seeds``.
     """
     vals = _values(df, metric, fold)
@@ -231,7 +246,7 @@ def compare_to_base(summary: pl.DataFrame, base: str = "base") -> pl.DataFrame:
     fmap = _floor_map(summary)
     means = {(u, m): v for u, m, v in summary.select("unit", "method", "mean").iter_rows()}
     base_method = [bmap.get((u, m)) for u, m in summary.select("unit", "method").iter_rows()]
-    floor_method = [fmap.get(u) if s in LABEL_STRATEGIES else None
+    floor_method = [fmap.get(u) if _compares_to_floor(s) else None
                     for u, s in summary.select("unit", "strategy").iter_rows()]
     out = summary.with_columns(
         base_method=pl.Series(base_method, dtype=pl.String),

@@ -213,7 +213,7 @@ def pretrain_lf_distributed(
     from mfray.models import ModelSpec, build_model
     from mfray.run.runtime import ensure_ray
     from mfray.train.loop import fit_result_from_state
-    from mfray.train.task import write_lf_outputs
+    from mfray.train.task import lf_setup, write_lf_outputs
 
     if num_workers < 1:
         raise PretrainError(f"num_workers must be at least 1 (got {num_workers})")
@@ -253,7 +253,8 @@ def pretrain_lf_distributed(
     model.eval()
     extra = {"num_workers": num_workers, "global_batch_size": cfg.train.batch_size * num_workers,
              "ray_run": f"{storage}/{name}"}
-    path = write_lf_outputs(out_dir, model, info, res, extra_meta=extra)
+    # which molecules it saw: lf_setup is deterministic and reads label tables only
+    path = write_lf_outputs(out_dir, model, info, res, extra_meta=extra, setup=lf_setup(store, cfg))
     per_epoch = [h.graphs_per_s for h in res.history]
     measured = [g for g in per_epoch if g > 0]
     out = PretrainResult(

@@ -40,9 +40,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from mfray.models.freezing import freeze, frozen_stages, train_mode, trainable_parameters
+from mfray.models.freezing import freeze, train_mode, trainable_parameters
 from mfray.models.model import MFModel
 from mfray.nn.vgae import kl_loss, recon_loss
+from mfray.transfer.base import FreezePlan
 from mfray.train.data import GraphDataset
 from mfray.utils.errors import MfrayError
 
@@ -58,7 +59,7 @@ class ResumeError(MfrayError):
 class TrainConfig:
     """Optimisation settings. Defaults: the reference HF protocol (METHOD.md section 7)."""
 
-    lr: float = 1e-4
+    lr: float | None = 1e-4  # None: the transfer strategy's (``train_hf`` fills it in)
     batch_size: int = 32  # per process when training data parallel
     max_epochs: int = 1000
     patience: int = 100  # early stopping on the validation loss (None/0: off)
@@ -73,7 +74,6 @@ class TrainConfig:
     kl_weight: float = 1e-3
     seed: int = 0
     num_threads: int = 1
-    unfreeze_epoch: int | None = None  # epoch at which frozen stages are unfrozen (gradual unfreezing)
     device: str = "cpu"
     #: cap on optimiser steps per epoch (per process), e.g. to time a fixed number of steps; None: all
     max_steps_per_epoch: int | None = None
@@ -283,6 +283,7 @@ def fit(
     cfg: TrainConfig,
     on_epoch: Callable[[EpochLog], bool | None] | None = None,
     *,
+    freeze_plan: FreezePlan | None = None,
     resume: dict[str, Any] | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
@@ -290,10 +291,12 @@ def fit(
     """Train ``model`` in place; returns the history. The best-validation weights are restored.
 
     Args:
-        model: the model (with its stages frozen as the strategy wants); returned as the plain
-            module, also when trained data parallel.
+        model: the model; returned as the plain module, also when trained data parallel.
         train, valid: this process's data (its shard when ``torch.distributed`` runs several).
         cfg: optimisation settings.
+        freeze_plan: what is frozen, from the transfer strategy's ``prepare`` (default: nothing): its
+            stages are frozen (parameters, BatchNorm statistics, VGAE noise) until its unfreeze epoch,
+            and the VGAE reconstruction/KL terms are in the loss only when the plan says so.
         on_epoch: called after every epoch (progress bars, Ray Tune reports); returning ``True``
             stops training (e.g. a scheduler pruned the trial). Data parallel: every rank calls it and
             training stops when any rank asks to.
@@ -308,6 +311,8 @@ def fit(
             the state holds every rank's RNG state). The state shares tensors with the live model and
             optimiser: serialise (``torch.save``) or deep-copy it inside the callback.
     """
+    if cfg.lr is None:
+        raise MfrayError("TrainConfig.lr is None: resolve it (train_hf takes the strategy's) before fit")
     t_start = time.perf_counter()
     rank, world_size = world()
     distributed = world_size > 1
@@ -315,6 +320,8 @@ def fit(
     device = cfg.device
     model.to(device)
     rng = np.random.default_rng(cfg.seed + rank)
+    plan = freeze_plan or FreezePlan()
+    frozen = freeze(model, plan.stages)
     params = trainable_parameters(model)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
@@ -330,11 +337,13 @@ def fit(
             raise ResumeError(f"not a fit state of format {STATE_FORMAT} (got format {fmt!r})")
         start = int(resume["epoch"]) + 1
         resumed_from = start
-        if cfg.unfreeze_epoch is not None and start > cfg.unfreeze_epoch and frozen_stages(model):
+        if plan.unfreeze_epoch is not None and start > plan.unfreeze_epoch and frozen:
+            # past the unfreeze: the saved optimiser has the second parameter group it added
             params = _unfreeze(model, opt, params)
-        if sorted(frozen_stages(model)) != list(resume["frozen"]):
-            raise ResumeError(f"the fit state was saved with frozen stages {list(resume['frozen'])}, the model "
-                              f"has {sorted(frozen_stages(model))}: build and freeze the model as for the original run")
+            frozen = set()
+        if sorted(frozen) != list(resume["frozen"]):
+            raise ResumeError(f"the fit state was saved with frozen stages {list(resume['frozen'])}, this run "
+                              f"freezes {sorted(frozen)}: freeze as for the original run")
         try:
             model.load_state_dict(resume["model"])
             opt.load_state_dict(resume["optimizer"])
@@ -364,7 +373,7 @@ def fit(
         return {
             "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "best_state": best_state, "best_loss": float(best_loss),
-            "best_epoch": best_epoch, "stale": stale, "stopped": stopped, "frozen": sorted(frozen_stages(model)),
+            "best_epoch": best_epoch, "stale": stale, "stopped": stopped, "frozen": sorted(frozen),
             "history": [asdict(h) for h in history], "rng": rngs, "world_size": world_size,
             "seconds": seconds_before + time.perf_counter() - t_start, "resumed_from_epoch": resumed_from,
         }
@@ -374,11 +383,13 @@ def fit(
         if stopped:
             break
         t0 = time.perf_counter()
-        if cfg.unfreeze_epoch is not None and epoch == cfg.unfreeze_epoch and frozen_stages(model):
+        current = plan.at(epoch)
+        if frozen and not current.stages:  # gradual unfreezing
             params = _unfreeze(model, opt, params)
+            frozen = set()
             net = _wrap_ddp(model, device) if distributed else None
-        train_mode(model)
-        vgae_terms = "encoder" not in frozen_stages(model)
+        train_mode(model, frozen)
+        vgae_terms = current.vgae_losses
         steps = train.num_batches(cfg.batch_size)
         if cfg.max_steps_per_epoch is not None:
             steps = min(steps, cfg.max_steps_per_epoch)

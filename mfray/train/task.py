@@ -7,7 +7,7 @@ directly and that Ray Tune / Ray Train wrap in a later layer.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,43 +18,59 @@ import pyarrow.parquet as pq
 
 from mfray.chem.featurizers import build_featurizers
 from mfray.data.store import GraphStore
-from mfray.data.tasks import FOLD_NAMES, Task
+from mfray.data.tasks import FOLD_NAMES, Task, holdout_ids
 from mfray.models import MFModel, ModelSpec, build_model
 from mfray.models.checkpoint import load_model, save_checkpoint
-from mfray.models.freezing import freeze
 from mfray.train.data import GraphDataset
 from mfray.train.loop import EpochLog, FitResult, TrainConfig, fit, predict, seed_everything
 from mfray.train.metrics import compute_metrics
 from mfray.train.scaling import Scaler
-from mfray.transfer import LF_EMBEDDING, LF_LABEL, LF_PREDICTION, get_strategy
-from mfray.transfer.strategies import load_pretrained_stages
+from mfray.transfer import LFSources, ModelContext, get_strategy, resolve_lf_inputs
+from mfray.transfer.base import FreezePlan
+from mfray.transfer.inputs import EMBEDDING_COLUMN, prediction_column
 from mfray.utils.errors import MfrayError
+from mfray.utils.hashing import hash_obj
 from mfray.utils.io import write_json_atomic
 
 
 @dataclass
 class HFRunConfig:
-    """What ``mfray train`` resolves: a strategy, model choices and the optimisation protocol."""
+    """What ``mfray train`` resolves: a strategy, model choices and the optimisation protocol.
+
+    ``train.lr`` None means the strategy's learning rate (:attr:`mfray.transfer.Strategy.lr`), the same
+    rule a study applies.
+    """
 
     strategy: str = "base"
     readout: str | None = None  # default: the strategy's (sum||mean||max for HF models)
     model: dict[str, Any] = field(default_factory=dict)  # ModelSpec overrides (hidden_dim, encoder, ...)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    lf_checkpoint: str | None = None  # LF model for predicted_label / hybrid / embeddings / tune_*
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=None))
+    lf_checkpoint: str | None = None  # LF model for predicted_label / hybrid / embeddings / delta / tune_*
     lf_prediction: str | None = None  # a task aux key (e.g. "artifact:STPredSD") instead of a checkpoint
     lf_embedding: str | None = None  # a task aux key (e.g. "artifact:STEmbeddings")
     freeze: list[str] | None = None  # override the strategy's frozen stages
+    unfreeze_epoch: int | None = None  # unfreeze everything at this epoch (gradual unfreezing)
 
 
 @dataclass
 class HFRunResult:
+    """One fitted HF model. ``model_spec``, ``readout`` and ``freeze_plan`` are those of the model that
+    was built and trained (what a record must say), ``lf_inputs`` where its LF inputs came from."""
+
     metrics: dict[str, dict[str, float]]
     fit: FitResult
     model_spec: ModelSpec
     predictions: pl.DataFrame  # fold, mol_id, target, y_true, y_pred, censor (0 fitted, +-1 a bound)
     n_params: int
     n_trainable: int
+    freeze_plan: FreezePlan = field(default_factory=FreezePlan)
+    lf_inputs: dict[str, str] = field(default_factory=dict)
+    train_config: TrainConfig | None = None  # as resolved (the strategy's learning rate filled in)
     checkpoint: Path | None = None
+
+    @property
+    def readout(self) -> str:
+        return self.model_spec.readout
 
 
 def _datasets(store: GraphStore, spec: ModelSpec, ids: np.ndarray, y: np.ndarray | None,
@@ -74,50 +90,17 @@ def lf_outputs(model: MFModel, ckpt: dict[str, Any], store: GraphStore, mol_ids:
     return pred.astype(np.float32), emb.astype(np.float32)
 
 
-def _first_key(task: Task, prefix: str, width_one: bool) -> str | None:
-    """The first stored input with ``prefix`` of the right width, in the order the spec declares them
-    (``load_task`` keeps that order in ``aux``)."""
-    for key, arr in task.train.aux.items():
-        if key.startswith(prefix) and (arr.shape[1] == 1) == width_one:
-            return key
-    return None
+def lf_model_outputs(task: Task, model: MFModel, ckpt: dict[str, Any]) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
+    """``fold -> (prediction of the task's LF target [n, 1], embedding)`` of an LF checkpoint (for
+    :func:`mfray.transfer.resolve_lf_inputs`)."""
+    targets = ckpt.get("meta", {}).get("targets") or []
+    col = targets.index(task.lf_target) if task.lf_target in targets else 0
 
+    def outputs(fold: str) -> tuple[np.ndarray, np.ndarray]:
+        pred, emb = lf_outputs(model, ckpt, task.store, task.folds[fold].mol_ids)
+        return pred[:, col:col + 1], emb
 
-def resolve_lf_inputs(task: Task, cfg: HFRunConfig, needs: tuple[str, ...]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
-    """Per fold, the LF arrays a strategy needs, and where each came from (for the record)."""
-    out: dict[str, dict[str, np.ndarray]] = {f: {} for f in FOLD_NAMES}
-    origin: dict[str, str] = {}
-    if LF_LABEL in needs:
-        if "lf_label" not in task.train.aux:
-            raise MfrayError(f"{task.name}: the dataset has no lower-fidelity labels for the label strategies")
-        for f in FOLD_NAMES:
-            out[f][LF_LABEL] = task.folds[f].aux["lf_label"]
-        origin[LF_LABEL] = f"measured {task.lf_fidelity}/{task.lf_target}"
-    model_needed = [k for k in (LF_PREDICTION, LF_EMBEDDING) if k in needs]
-    keys = {LF_PREDICTION: cfg.lf_prediction, LF_EMBEDDING: cfg.lf_embedding}
-    lf_model = None
-    for k in model_needed:
-        key = keys[k]
-        if key is None and cfg.lf_checkpoint is None:
-            key = _first_key(task, "artifact:", width_one=(k == LF_PREDICTION))
-        if key is not None:
-            if key not in task.train.aux:
-                raise MfrayError(f"{task.name}: no LF input {key!r}; available: {task.aux_names()}")
-            for f in FOLD_NAMES:
-                out[f][k] = task.folds[f].aux[key]
-            origin[k] = key
-            continue
-        if cfg.lf_checkpoint is None:
-            raise MfrayError(f"{task.name}: strategy needs {k}; give an LF checkpoint (--lf-checkpoint, from "
-                             f"`mfray pretrain`) or an input key (available: {task.aux_names()})")
-        if lf_model is None:
-            lf_model = load_model(cfg.lf_checkpoint)
-        model, ckpt = lf_model
-        for f in FOLD_NAMES:
-            pred, emb = lf_outputs(model, ckpt, task.store, task.folds[f].mol_ids)
-            out[f][k] = pred[:, :1] if k == LF_PREDICTION else emb
-        origin[k] = f"LF checkpoint {cfg.lf_checkpoint}"
-    return out, origin
+    return outputs
 
 
 def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
@@ -125,14 +108,22 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
              checkpoint_every: int = 0, on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> HFRunResult:
     """Fit one HF model for ``task`` with ``cfg.strategy``; evaluate the best-validation model on every fold.
 
-    ``resume``, ``checkpoint_every`` and ``on_checkpoint`` are :func:`mfray.train.loop.fit`'s: a search
-    trial hands its fit state to Ray Tune every few epochs and continues from it after a restart.
+    The strategy decides (through its hooks, :mod:`mfray.transfer.base`) which LF inputs are read, the
+    augmentation, a target offset (delta), the model and what is frozen; the task's setting
+    (``task.setting``) must be one the strategy supports. ``resume``, ``checkpoint_every`` and
+    ``on_checkpoint`` are :func:`mfray.train.loop.fit`'s: a search trial hands its fit state to Ray
+    Tune every few epochs and continues from it after a restart.
     """
     strategy = get_strategy(cfg.strategy)
+    if not strategy.supports(task.setting):
+        raise MfrayError(f"strategy {strategy.name!r} does not run in the {task.setting} setting")
     store = task.store
     ds_spec = store.manifest["spec"]
-    lf, origin = resolve_lf_inputs(task, cfg, strategy.inputs)
-    raw_aux = {f: strategy.augmentation(lf[f], f) for f in FOLD_NAMES}
+    needs = strategy.needs(task.setting)
+    lf_model = load_model(cfg.lf_checkpoint) if cfg.lf_checkpoint and strategy.needs_lf_model(task.setting) else None
+    sources = LFSources(prediction=cfg.lf_prediction, embedding=cfg.lf_embedding, checkpoint=cfg.lf_checkpoint)
+    lf, origin = resolve_lf_inputs(task, needs, sources, lf_model_outputs(task, *lf_model) if lf_model else None)
+    raw_aux = {f: strategy.augment(lf[f], f) for f in FOLD_NAMES}
     aux_scaler = Scaler.fit(raw_aux["train"]) if raw_aux["train"] is not None else None
     aux = {f: (aux_scaler.transform(raw_aux[f]) if aux_scaler else None) for f in FOLD_NAMES}
     regression = task.task_type == "regression"
@@ -140,43 +131,37 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
     # on the fitted training values only (bounds would pull it to the floor)
     labels = {f: task.folds[f].training_labels(task.censored) for f in FOLD_NAMES}
     fitted_train = np.where(task.train.censor != 0, np.nan, labels["train"][0])
+    # a strategy may have the model learn a residual on a per-molecule offset (delta); a bound stays a
+    # bound of the residual, with the same direction
+    offsets = strategy.target_offset(lf, fitted_train) if regression else None
+    if offsets is not None:
+        labels = {f: (labels[f][0] - offsets[f], labels[f][1]) for f in FOLD_NAMES}
+        fitted_train = fitted_train - offsets["train"]
     y_scaler = Scaler.fit(fitted_train) if regression else Scaler.identity(task.train.y.shape[1])
     ys = {f: y_scaler.transform(labels[f][0]) for f in FOLD_NAMES}
 
-    pretrained = None
-    if strategy.pretrained:
-        if cfg.lf_checkpoint is None:
-            raise MfrayError(f"strategy {strategy.name!r} fine-tunes a pretrained LF model: give --lf-checkpoint "
-                             "(from `mfray pretrain`)")
-        lf_model, lf_ckpt = load_model(cfg.lf_checkpoint)
-        spec = lf_model.spec.model_copy(update={"n_targets": len(task.targets), "aux_dim": 0,
-                                                "task_type": task.task_type, **cfg.model})
-        if cfg.readout and cfg.readout != spec.readout:
-            raise MfrayError(f"strategy {strategy.name!r} keeps the LF model's readout {spec.readout!r}; "
-                             f"pretrain with --readout {cfg.readout} instead")
-        pretrained = lf_ckpt["state_dict"]
-    else:
-        fz = ds_spec.get("featurizer", {})
-        spec = ModelSpec(**{
-            "featurizer": fz.get("preset", "default"), "max_atomic_number": fz.get("max_atomic_number"),
-            "readout": cfg.readout or strategy.default_readout, "n_targets": len(task.targets),
-            "aux_dim": 0 if aux["train"] is None else aux["train"].shape[1], "task_type": task.task_type,
-            **cfg.model,
-        })
-    seed_everything(cfg.train.seed, cfg.train.num_threads)  # the initial weights depend on the seed only
+    fz = ds_spec.get("featurizer", {})
+    spec = strategy.model_spec(ModelContext(
+        featurizer=fz.get("preset", "default"), max_atomic_number=fz.get("max_atomic_number"),
+        n_targets=len(task.targets), task_type=task.task_type, readout=cfg.readout, overrides=dict(cfg.model),
+        aux_dim=0 if aux["train"] is None else aux["train"].shape[1],
+        lf_spec=lf_model[0].spec if lf_model and strategy.lf_init else None))
+    train_cfg = cfg.train if cfg.train.lr is not None else replace(cfg.train, lr=strategy.lr)
+    seed_everything(train_cfg.seed, train_cfg.num_threads)  # the initial weights depend on the seed only
     model = build_model(spec)
-    if pretrained is not None:
-        load_pretrained_stages(model, pretrained, ("encoder", "readout"))
-    freeze(model, cfg.freeze if cfg.freeze is not None else strategy.freeze)
+    plan = strategy.prepare(model, lf_model[1]["state_dict"] if lf_model and strategy.lf_init else None,
+                            freeze=cfg.freeze, unfreeze_epoch=cfg.unfreeze_epoch)
 
     data = {f: _datasets(store, spec, task.folds[f].mol_ids, ys[f], aux[f], labels[f][1]) for f in FOLD_NAMES}
-    res = fit(model, data["train"], data["valid"], cfg.train, on_epoch=on_epoch, resume=resume,
+    res = fit(model, data["train"], data["valid"], train_cfg, on_epoch=on_epoch, freeze_plan=plan, resume=resume,
               checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
 
     metrics, frames = {}, []
     for f in FOLD_NAMES:
         pred, _ = predict(model, data[f])
         pred = y_scaler.inverse(pred) if regression else pred
+        if offsets is not None:
+            pred = pred + offsets[f]
         truth, censor = task.folds[f].y, task.folds[f].censor
         # evaluation knows every bound whatever the training policy (the same test molecules for all)
         metrics[f] = compute_metrics(task.task_type, truth, pred, censor if task.censored is not None else None)
@@ -184,22 +169,25 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
             frames.append(pl.DataFrame({"fold": f, "mol_id": task.folds[f].mol_ids, "target": t,
                                         "y_true": truth[:, j].astype(np.float64), "y_pred": pred[:, j].astype(np.float64),
                                         "censor": censor[:, j].astype(np.int8)}))
+    lf_origin = {k.value: v for k, v in origin.items()}
     result = HFRunResult(metrics=metrics, fit=res, model_spec=spec, predictions=pl.concat(frames),
                          n_params=sum(p.numel() for p in model.parameters()),
-                         n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
+                         n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                         freeze_plan=plan, lf_inputs=lf_origin, train_config=train_cfg)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"dataset": task.dataset, "fidelity": task.fidelity, "targets": task.targets, "seed": task.seed,
-                "strategy": strategy.name, "censored": task.censored, "lf_inputs": origin, "best_epoch": res.best_epoch,
-                "test_metrics": metrics["test"], "train_config": asdict(cfg.train)}
-        result.checkpoint = save_checkpoint(out / "best.ckpt", model, kind="hf", meta=meta, scalers={
-            "y": y_scaler.to_dict(), **({"aux": aux_scaler.to_dict()} if aux_scaler else {})})
+                "strategy": strategy.name, "setting": task.setting, "censored": task.censored, "lf_inputs": lf_origin,
+                "freeze": list(plan.stages), "unfreeze_epoch": plan.unfreeze_epoch, "best_epoch": res.best_epoch,
+                "test_metrics": metrics["test"], "train_config": asdict(train_cfg)}
+        scalers = {"y": y_scaler.to_dict(), **({"aux": aux_scaler.to_dict()} if aux_scaler else {})}
+        result.checkpoint = save_checkpoint(out / "best.ckpt", model, kind="hf", meta=meta, scalers=scalers)
         result.predictions.write_parquet(out / "predictions.parquet")
         write_json_atomic(out / "metrics.json", {"metrics": metrics, "best_epoch": res.best_epoch,
                                                  "epochs_run": res.epochs_run, "seconds": res.seconds,
                                                  "n_params": result.n_params, "n_trainable": result.n_trainable,
-                                                 "lf_inputs": origin})
+                                                 "lf_inputs": lf_origin})
         write_json_atomic(out / "history.json", res.to_dict())
     return result
 
@@ -216,12 +204,19 @@ class LFRunConfig:
     #: censored-label policy of LF values that carry a qualifier (default: the store's spec); rare for
     #: single-dose screens, but the same rules as for HF labels (``mfray.data.tasks``)
     censored: str | None = None
+    #: inductive setting: the valid and test molecules of these split seeds are left out of LF
+    #: pretraining (:func:`mfray.data.tasks.holdout_ids`); None: pretrain on every LF molecule
+    holdout_seeds: list[int] | None = None
 
 
 def lf_split(store: GraphStore, fidelity: str, valid_fraction: float, seed: int,
-             max_molecules: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, pl.DataFrame]:
-    """LF targets, train/valid molecule ids (seeded, by sorted id: row-order independent), wide labels."""
+             max_molecules: int | None = None, exclude: np.ndarray | None = None
+             ) -> tuple[list[str], np.ndarray, np.ndarray, pl.DataFrame]:
+    """LF targets, train/valid molecule ids (seeded, by sorted id: row-order independent), wide labels;
+    the molecules ``exclude`` are left out before anything else."""
     tl = store.table("task_labels").filter(pl.col("fidelity") == fidelity)
+    if exclude is not None and len(exclude):
+        tl = tl.filter(~pl.col("mol_id").is_in(np.asarray(exclude, dtype=np.int64)))
     if tl.height == 0:
         raise MfrayError(f"{store.path}: no {fidelity} labels to pretrain on")
     targets = tl["target"].unique().sort().to_list()
@@ -257,6 +252,7 @@ class LFSetup:
     scaler: Scaler
     c_train: np.ndarray | None = None  # censor directions (policy "censored" only)
     c_valid: np.ndarray | None = None
+    holdout: dict[str, Any] | None = None  # molecules left out (inductive): split seeds, count, id hash
 
 
 @dataclass
@@ -276,7 +272,9 @@ def lf_setup(store: GraphStore, cfg: LFRunConfig) -> LFSetup:
     """Resolve the LF task of ``store`` under ``cfg``: reads the label table only, no graphs."""
     ds_spec = store.manifest["spec"]
     fidelity = cfg.fidelity or ds_spec["fidelities"][0]
-    targets, train_ids, valid_ids, wide = lf_split(store, fidelity, cfg.valid_fraction, cfg.train.seed, cfg.max_molecules)
+    holdout = holdout_ids(store, cfg.holdout_seeds) if cfg.holdout_seeds is not None else None
+    targets, train_ids, valid_ids, wide = lf_split(store, fidelity, cfg.valid_fraction, cfg.train.seed,
+                                                   cfg.max_molecules, holdout)
     y_all = wide.select(targets).to_numpy().astype(np.float32)
     c_all = wide.select([pl.col(f"censor:{t}").fill_null(0) for t in targets]).to_numpy().astype(np.int8)
     policy = cfg.censored
@@ -296,9 +294,16 @@ def lf_setup(store: GraphStore, cfg: LFRunConfig) -> LFSetup:
     spec = ModelSpec(**{"featurizer": fz.get("preset", "default"), "max_atomic_number": fz.get("max_atomic_number"),
                         "readout": cfg.readout, "n_targets": len(targets), **cfg.model})
     return LFSetup(dataset=ds_spec["name"], fidelity=fidelity, targets=targets, spec=spec, train_ids=train_ids,
+                   holdout={"seeds": list(cfg.holdout_seeds), "n": int(len(holdout)), "ids": hash_ids(holdout)}
+                   if holdout is not None else None,
                    valid_ids=valid_ids, y_train=scaler.transform(y_train), y_valid=scaler.transform(y_valid),
                    scaler=scaler, c_train=c_all[rows_train] if keep_c else None,
                    c_valid=c_all[rows_valid] if keep_c else None)
+
+
+def hash_ids(ids: np.ndarray) -> str:
+    """A short content hash of a set of molecule ids (order-free)."""
+    return hash_obj(np.sort(np.asarray(ids, dtype=np.int64)).tolist())
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:
@@ -333,18 +338,31 @@ def lf_checkpoint_info(prep: LFPrepared, cfg: LFRunConfig) -> dict[str, Any]:
     s = prep.setup
     return {"model_spec": s.spec.model_dump(mode="json"), "scalers": {"y": s.scaler.to_dict()},
             "meta": {"dataset": s.dataset, "fidelity": s.fidelity, "targets": s.targets,
-                     "n_train": int(len(s.train_ids)), "n_valid": int(len(s.valid_ids)),
+                     "n_train": int(len(s.train_ids)), "n_valid": int(len(s.valid_ids)), "holdout": s.holdout,
                      "train_config": asdict(cfg.train), "load_seconds": prep.load_seconds}}
 
 
+#: beside lf.ckpt: the molecules an LF model was trained and validated on (``mol_id``, ``role``)
+LF_MOLECULES = "molecules.parquet"
+
+
 def write_lf_outputs(out_dir: str | Path, model: MFModel, info: dict[str, Any], res: FitResult,
-                     extra_meta: dict[str, Any] | None = None) -> Path:
-    """Write ``out_dir/lf.ckpt`` (the best-validation ``model``) and ``out_dir/history.json``, atomically."""
+                     extra_meta: dict[str, Any] | None = None, setup: LFSetup | None = None) -> Path:
+    """Write ``out_dir/lf.ckpt`` (the best-validation ``model``) and ``out_dir/history.json``, atomically;
+    with ``setup`` also :data:`LF_MOLECULES`, which molecules it saw."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if setup is not None:
+        from mfray.utils.io import atomic_path
+
+        ids = pl.DataFrame({"mol_id": np.concatenate([setup.train_ids, setup.valid_ids]).astype(np.int64),
+                            "role": ["train"] * len(setup.train_ids) + ["valid"] * len(setup.valid_ids)})
+        with atomic_path(out / LF_MOLECULES) as tmp:
+            ids.write_parquet(tmp)
     m = info["meta"]
     meta = {"dataset": m["dataset"], "fidelity": m["fidelity"], "targets": m["targets"], "n_train": m["n_train"],
-            "n_valid": m["n_valid"], "best_epoch": res.best_epoch, "train_config": m["train_config"],
+            "n_valid": m["n_valid"], "holdout": m.get("holdout"), "best_epoch": res.best_epoch,
+            "train_config": m["train_config"],
             "load_seconds": m["load_seconds"], **(extra_meta or {})}
     path = save_checkpoint(out / "lf.ckpt", model, kind="lf", scalers=info["scalers"], meta=meta)
     write_json_atomic(out / "history.json", res.to_dict())
@@ -357,7 +375,7 @@ def pretrain_lf(store: GraphStore, cfg: LFRunConfig, out_dir: str | Path,
     ``out_dir/lf.ckpt`` and ``history.json``. (``mfray.run.pretrain`` runs the same pieces on Ray Train.)"""
     prep = prepare_lf(store, cfg)
     res = fit(prep.model, prep.train, prep.valid, cfg.train, on_epoch=on_epoch)
-    path = write_lf_outputs(out_dir, prep.model, lf_checkpoint_info(prep, cfg), res)
+    path = write_lf_outputs(out_dir, prep.model, lf_checkpoint_info(prep, cfg), res, setup=prep.setup)
     return path, res
 
 
@@ -370,9 +388,9 @@ def embed_store(checkpoint: str | Path, store: GraphStore, mol_ids: np.ndarray |
     targets = ckpt.get("meta", {}).get("targets") or [f"t{j}" for j in range(pred.shape[1])]
     cols: dict[str, Any] = {"mol_id": pa.array(ids, pa.int64())}
     for j, t in enumerate(targets):
-        cols[f"prediction_{t}" if len(targets) > 1 else "prediction"] = pa.array(pred[:, j].astype(np.float64))
+        cols[prediction_column(t, len(targets))] = pa.array(pred[:, j].astype(np.float64))
     dim = emb.shape[1]
-    cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim)
+    cols[EMBEDDING_COLUMN] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim)
     return pa.table(cols)
 
 

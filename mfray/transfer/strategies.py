@@ -1,98 +1,233 @@
-"""Transfer strategies: how a task's inputs are augmented and how a model is initialised and frozen.
+"""The registered transfer strategies (METHOD.md section 6).
 
-| name | augmentation (concatenated to the graph vector, before the head) | initialisation / freezing |
+| name | LF information | model |
 |---|---|---|
-| base | none | random |
-| label | measured LF label (transductive) | random |
-| predicted_label | LF-model prediction (any molecule: inductive) | random |
-| hybrid_label | measured LF label where the molecule has one, else the LF-model prediction (per molecule) | random |
-| embeddings | frozen LF-model graph embedding | random |
-| tune_vgae | none | encoder (+ sum readout) from the LF model; everything fine-tuned |
-| tune_readout | none | encoder + adaptive readout from the LF model; encoder frozen |
+| base | none | HF GNN from scratch |
+| label | measured LF label, concatenated before the head (transductive only; Eq. 12) | from scratch |
+| predicted_label | LF-model prediction (any molecule: inductive; Eq. 14) | from scratch |
+| hybrid_label | per molecule: measured LF label where present, else the LF-model prediction (Eq. 13) | from scratch |
+| embeddings | frozen LF-model graph embedding (Eq. 15) | from scratch |
+| delta | Δ-learning (Ramakrishnan et al. 2015): a line HF ≈ a + b·LF fitted on the training fold; the GNN learns the residual (measured LF transductively, the LF model's prediction inductively) | from scratch, head output zeroed: it starts at the line |
+| tune_vgae | none | LF model's encoder (+ sum readout), everything fine-tuned (Eqs. 19-21) |
+| tune_readout | none | LF model's encoder + adaptive readout; encoder frozen, readout + head tuned (Eqs. 22-24) |
 
-Augmentations are standardised with training-fold statistics by the training code (the reference
-fed raw % inhibition next to O(1) embeddings). Freezing also freezes BatchNorm statistics and VGAE
-noise (:mod:`mfray.models.freezing`).
+Augmentations are standardised with training-fold statistics by ``train_hf`` (the reference fed raw %
+inhibition next to O(1) embeddings). Freezing also freezes BatchNorm statistics and VGAE noise
+(:mod:`mfray.models.freezing`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mfray.transfer.base import (
+    FreezePlan,
+    LFInput,
+    ModelContext,
+    Strategy,
+    SuggestOne,
+    register_strategy,
+)
 from mfray.utils.errors import MfrayError
-from mfray.utils.registry import Registry
 
-#: names of the LF inputs a strategy can ask for; the training code resolves them to arrays per fold
-LF_LABEL = "lf_label"
-LF_PREDICTION = "lf_prediction"
-LF_EMBEDDING = "lf_embedding"
+if TYPE_CHECKING:
+    from mfray.models.spec import ModelSpec
 
-
-@dataclass(frozen=True)
-class Strategy:
-    """A transfer strategy (see module docstring). Instances are immutable descriptions."""
-
-    name: str
-    inputs: tuple[str, ...] = ()  # which LF inputs it needs (LF_LABEL, LF_PREDICTION, LF_EMBEDDING)
-    pretrained: bool = False  # initialise encoder/readout from an LF checkpoint
-    default_readout: str = "sum_mean_max"
-    freeze: tuple[str, ...] = ()
-    lr: float = 1e-4
-    description: str = ""
-
-    def augmentation(self, lf: dict[str, np.ndarray], fold: str) -> np.ndarray | None:
-        """The raw (unscaled) augmentation matrix [n, A] for one fold, or None.
-
-        ``lf`` maps LF input names to arrays [n, d] (NaN = missing) for that fold.
-        """
-        if not self.inputs:
-            return None
-        for key in self.inputs:
-            if key not in lf:
-                raise MfrayError(f"strategy {self.name!r} needs {key!r}, which this task does not provide")
-        if self.name == "hybrid_label":
-            measured = lf[LF_LABEL]
-            predicted = lf[LF_PREDICTION]
-            out = np.where(np.isfinite(measured), measured, predicted)
-        else:
-            out = np.concatenate([lf[k] for k in self.inputs], axis=1)
-        bad = ~np.isfinite(out).all(axis=1)
-        if bad.any():
-            hint = " (a transductive strategy: use hybrid_label or predicted_label for molecules without a measured LF label)" if LF_LABEL in self.inputs else ""
-            raise MfrayError(f"strategy {self.name!r}: {int(bad.sum())} of {len(out)} {fold} molecules have no "
-                             f"value for {list(self.inputs)}{hint}")
-        return out.astype(np.float32)
+#: what a study's ``freeze`` choice freezes ("none": fine-tune everything)
+FREEZE_CHOICES: dict[str, tuple[str, ...]] = {"none": (), "encoder": ("encoder",), "readout": ("readout",),
+                                              "encoder+readout": ("encoder", "readout")}
 
 
-STRATEGIES: Registry[Strategy] = Registry("transfer strategy")
+def _finite(out: np.ndarray, name: str, needs: Sequence[LFInput], fold: str) -> np.ndarray:
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        hint = (" (a transductive input: use hybrid_label or predicted_label for molecules without a measured LF label)"
+                if LFInput.LABEL in needs else "")
+        raise MfrayError(f"strategy {name!r}: {int(bad.sum())} of {len(out)} {fold} molecules have no value for "
+                         f"{[n.value for n in needs]}{hint}")
+    return out.astype(np.float32)
 
 
-def _register(s: Strategy) -> None:
-    STRATEGIES.register(s.name)(lambda s=s: s)
+class _Augmenting(Strategy):
+    """Concatenates its LF inputs (in :attr:`inputs` order) to the graph vector before the head."""
+
+    inputs: tuple[LFInput, ...] = ()
+
+    def needs(self, setting: str = "transductive") -> frozenset[LFInput]:
+        return frozenset(self.inputs)
+
+    def augment(self, lf: Mapping[LFInput, np.ndarray], fold: str) -> np.ndarray | None:
+        return _finite(np.concatenate([lf[k] for k in self.inputs], axis=1), self.name, self.inputs, fold)
 
 
-for _s in (
-    Strategy("base", description="HF model on HF data only"),
-    Strategy("label", inputs=(LF_LABEL,), description="aux = measured LF label (transductive, Eq. 12)"),
-    Strategy("predicted_label", inputs=(LF_PREDICTION,), description="aux = LF-model prediction (Eq. 14)"),
-    Strategy("hybrid_label", inputs=(LF_LABEL, LF_PREDICTION),
-             description="aux = measured LF label where present, else the LF-model prediction (Eq. 13, per molecule)"),
-    Strategy("embeddings", inputs=(LF_EMBEDDING,), description="aux = frozen LF-model graph embedding (Eq. 15)"),
-    Strategy("tune_vgae", pretrained=True, default_readout="sum", lr=5e-5,
-             description="pretrain on LF (sum readout), fine-tune everything on HF (Eqs. 19-21)"),
-    Strategy("tune_readout", pretrained=True, default_readout="set_transformer", freeze=("encoder",), lr=5e-5,
-             description="pretrain on LF (adaptive readout), freeze the encoder, fine-tune readout + head (Eqs. 22-24)"),
-):
-    _register(_s)
+@register_strategy
+class Base(Strategy):
+    name = "base"
+    description = "HF model on HF data only"
+    order = 0
 
 
-def get_strategy(name: str) -> Strategy:
-    return STRATEGIES.build(name)
+@register_strategy
+class Label(_Augmenting):
+    name = "label"
+    description = "aux = measured LF label (transductive, Eq. 12)"
+    order = 20
+    floor = True
+    inputs = (LFInput.LABEL,)
+
+    def supports(self, setting: str) -> bool:
+        return setting == "transductive"  # new (valid/test) molecules have no measured label inductively
 
 
-def load_pretrained_stages(model, state_dict: dict, stages: tuple[str, ...] = ("encoder", "readout")) -> list[str]:
+@register_strategy
+class PredictedLabel(_Augmenting):
+    name = "predicted_label"
+    description = "aux = LF-model prediction (Eq. 14)"
+    order = 22
+    floor = True
+    inputs = (LFInput.PREDICTION,)
+
+
+@register_strategy
+class HybridLabel(Strategy):
+    name = "hybrid_label"
+    description = "aux = measured LF label where present, else the LF-model prediction (Eq. 13, per molecule)"
+    order = 21
+    floor = True
+
+    def needs(self, setting: str = "transductive") -> frozenset[LFInput]:
+        return frozenset({LFInput.LABEL, LFInput.PREDICTION})
+
+    def augment(self, lf: Mapping[LFInput, np.ndarray], fold: str) -> np.ndarray | None:
+        measured = lf[LFInput.LABEL]
+        out = np.where(np.isfinite(measured), measured, lf[LFInput.PREDICTION])
+        return _finite(out, self.name, (LFInput.LABEL, LFInput.PREDICTION), fold)
+
+
+@register_strategy
+class Embeddings(_Augmenting):
+    name = "embeddings"
+    description = "aux = frozen LF-model graph embedding (Eq. 15)"
+    order = 30
+    inputs = (LFInput.EMBEDDING,)
+
+
+@register_strategy
+class Delta(Strategy):
+    """Δ-learning: ``HF ≈ a + b·LF`` fitted by least squares on the training fold, the GNN trained on the
+    residual ``HF - (a + b·LF)``, predictions ``a + b·LF + residual``. The head's output layer starts at
+    zero, so an untrained model predicts the line: the ``lf_linear`` floor."""
+
+    name = "delta"
+    description = "Δ-learning: a line on the LF input fitted on train, the GNN learns the residual"
+    order = 25
+    floor = True
+
+    def needs(self, setting: str = "transductive") -> frozenset[LFInput]:
+        # inductively, new molecules have no measured label: every fold uses the LF model's prediction
+        return frozenset({LFInput.LABEL if setting == "transductive" else LFInput.PREDICTION})
+
+    @staticmethod
+    def _lf(lf: Mapping[LFInput, np.ndarray]) -> np.ndarray:
+        return lf[LFInput.LABEL] if LFInput.LABEL in lf else lf[LFInput.PREDICTION]
+
+    def target_offset(self, lf: Mapping[str, Mapping[LFInput, np.ndarray]], y_train: np.ndarray
+                      ) -> dict[str, np.ndarray] | None:
+        x_train = self._lf(lf["train"])[:, 0].astype(np.float64)
+        offsets: dict[str, list[np.ndarray]] = {f: [] for f in lf}
+        for j in range(y_train.shape[1]):
+            ok = np.isfinite(x_train) & np.isfinite(y_train[:, j])
+            if ok.sum() < 2 or np.ptp(x_train[ok]) == 0:
+                raise MfrayError(f"strategy 'delta': {int(ok.sum())} training molecules with an LF value and a "
+                                 "usable HF value: too few to fit a line")
+            b, a = np.polyfit(x_train[ok], y_train[ok, j].astype(np.float64), 1)
+            for f, inputs in lf.items():
+                x = self._lf(inputs)[:, 0].astype(np.float64)
+                if not np.isfinite(x).all():
+                    raise MfrayError(f"strategy 'delta': {int((~np.isfinite(x)).sum())} {f} molecules have no LF value "
+                                     "(inductively delta reads the LF model's prediction)")
+                offsets[f].append(a + b * x)
+        return {f: np.stack(v, axis=1).astype(np.float32) for f, v in offsets.items()}
+
+    def prepare(self, model: Any, lf_state: Mapping[str, Any] | None = None, *,
+                freeze: Sequence[str] | None = None, unfreeze_epoch: int | None = None) -> FreezePlan:
+        from torch import nn
+
+        last = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return super().prepare(model, lf_state, freeze=freeze, unfreeze_epoch=unfreeze_epoch)
+
+
+class _FromLF(Strategy):
+    """Starts from an LF model: its encoder and readout (and their widths); only the head is new."""
+
+    lf_init = True
+    lr = 5e-5
+
+    def lf_readouts(self, study: Any) -> list[str]:
+        return list(study.pretrain.readouts.get(self.name, [self.default_readout]))
+
+    def model_spec(self, ctx: ModelContext) -> ModelSpec:
+        if ctx.lf_spec is None:
+            raise MfrayError(f"strategy {self.name!r} fine-tunes a pretrained LF model: give an LF checkpoint "
+                             "(--lf-checkpoint, from `mfray pretrain`)")
+        if ctx.readout and ctx.readout != ctx.lf_spec.readout:
+            raise MfrayError(f"strategy {self.name!r} keeps the LF model's readout {ctx.lf_spec.readout!r}; "
+                             f"pretrain with --readout {ctx.readout} instead")
+        head = {k: v for k, v in ctx.overrides.items() if k in ("head", "head_hidden_dim", "head_kwargs")}
+        shape = sorted(k for k in ctx.overrides if k not in head)
+        if shape and any(ctx.overrides[k] != getattr(ctx.lf_spec, k) for k in shape):
+            raise MfrayError(f"strategy {self.name!r} keeps the LF model's encoder and readout; it cannot change "
+                             f"{shape}")
+        return ctx.lf_spec.model_copy(update={"n_targets": ctx.n_targets, "aux_dim": 0, "task_type": ctx.task_type,
+                                              **head})
+
+    def prepare(self, model: Any, lf_state: Mapping[str, Any] | None = None, *,
+                freeze: Sequence[str] | None = None, unfreeze_epoch: int | None = None) -> FreezePlan:
+        if lf_state is None:
+            raise MfrayError(f"strategy {self.name!r} needs the LF model's weights")
+        load_pretrained_stages(model, lf_state, ("encoder", "readout"))
+        return super().prepare(model, lf_state, freeze=freeze, unfreeze_epoch=unfreeze_epoch)
+
+    def suggest(self, suggest_one: SuggestOne, study: Any, space: Mapping[str, Any]) -> None:
+        lf = self.lf_readouts(study)
+        if len(lf) > 1:
+            suggest_one("lf_readout", lf)
+        frozen = suggest_one("freeze", space["freeze"]) if isinstance(space.get("freeze"), list) else None
+        something = self.default_freeze if frozen is None else FREEZE_CHOICES[frozen]
+        if "unfreeze_epoch" in space and something:
+            suggest_one("unfreeze_epoch", space["unfreeze_epoch"])
+
+    def resolve(self, study: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+        freeze = list(FREEZE_CHOICES[params["freeze"]]) if "freeze" in params else None
+        model = {k: v for k, v in study.model.items() if k in ("head_hidden_dim", "head_kwargs")}
+        return {"readout": None, "lf_readout": params.get("lf_readout") or self.lf_readouts(study)[0],
+                "freeze": freeze, "model": model}
+
+
+@register_strategy
+class TuneVGAE(_FromLF):
+    name = "tune_vgae"
+    description = "pretrain on LF (sum readout), fine-tune everything on HF (Eqs. 19-21)"
+    order = 40
+    default_readout = "sum"
+
+
+@register_strategy
+class TuneReadout(_FromLF):
+    name = "tune_readout"
+    description = "pretrain on LF (adaptive readout), freeze the encoder, fine-tune readout + head (Eqs. 22-24)"
+    order = 41
+    default_readout = "set_transformer"
+    default_freeze = ("encoder",)
+
+
+def load_pretrained_stages(model: Any, state_dict: Mapping[str, Any], stages: tuple[str, ...] = ("encoder", "readout")
+                           ) -> list[str]:
     """Copy the named stages' weights from an LF checkpoint's ``state_dict`` into ``model``.
 
     Returns the parameter/buffer names loaded. Shape mismatches are errors that name the tensor.

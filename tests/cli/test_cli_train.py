@@ -41,7 +41,7 @@ def test_train_pretrain_embed(tmp_path, capsys):
 def test_train_errors_exit_2(tmp_path, capsys):
     code = main(["train", "aid1445", "--strategy", "tune_readout", "--epochs", "1", "--out", str(tmp_path),
                  "--store-root", str(tmp_path / "s"), "--no-progress"])
-    assert code == 2 and "give --lf-checkpoint" in capsys.readouterr().err
+    assert code == 2 and "give an LF checkpoint" in capsys.readouterr().err
     code = main(["embed", str(tmp_path / "missing.ckpt"), "aid1445", "--out", str(tmp_path / "x.parquet"),
                  "--store-root", str(tmp_path / "s")])
     assert code == 2 and "checkpoint does not exist" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_freezing_keeps_weights_bn_stats_and_noise_fixed(batch):
     before = {k: v.clone() for k, v in m.state_dict().items()}
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(3):
-        train_mode(m)
+        train_mode(m, ["encoder"])
         out = m(batch)
         loss = out.pred.pow(2).mean()
         opt.zero_grad()
@@ -57,7 +57,7 @@ def test_freezing_keeps_weights_bn_stats_and_noise_fixed(batch):
     trainable = [k for k in before if k.startswith(("readout.", "head.")) and before[k].is_floating_point()]
     assert any(not torch.equal(before[k], after[k]) for k in trainable)
     # a frozen VGAE encoder gives mu, not a sample, even in training mode
-    train_mode(m)
+    train_mode(m, ["encoder"])
     o = m(batch)
     assert torch.equal(o.z, o.mu)
     freeze(m, [])

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mfray.data.store import GraphStore
-from mfray.models.freezing import freeze
+from mfray.transfer import FreezePlan
 from mfray.train.loop import TrainConfig, fit
 from mfray.train.task import LFRunConfig, prepare_lf
 
@@ -51,12 +51,12 @@ def _worker(rank: int, world_size: int, port: int, store_path: str, out: str) ->
         report["resumed"] = {"state": again.model.state_dict(), "history": [vars(h) for h in res2.history]}
         # 2. frozen encoder unfrozen at epoch 1: DDP is re-wrapped over the new parameters
         cfg2 = LFRunConfig(readout="sum", model=SMALL, max_molecules=150,
-                           train=TrainConfig(lr=1e-3, batch_size=24, max_epochs=2, patience=0, unfreeze_epoch=1))
+                           train=TrainConfig(lr=1e-3, batch_size=24, max_epochs=2, patience=0))
         prep2 = prepare_lf(store, cfg2, rank=rank, world_size=world_size)
-        freeze(prep2.model, ["encoder"])
         enc0 = {k: v.clone() for k, v in prep2.model.encoder.state_dict().items()}
         last = []
-        res3 = fit(prep2.model, prep2.train, prep2.valid, cfg2.train, on_checkpoint=lambda s: last.append(_roundtrip(s)))
+        res3 = fit(prep2.model, prep2.train, prep2.valid, cfg2.train, on_checkpoint=lambda s: last.append(_roundtrip(s)),
+                   freeze_plan=FreezePlan.of(["encoder"], unfreeze_epoch=1))
         report["unfreeze"] = {"state": prep2.model.state_dict(), "enc0": enc0, "last": last[0]["model"],
                               "history": [vars(h) for h in res3.history]}
         torch.save(report, f"{out}/rank{rank}.pt")

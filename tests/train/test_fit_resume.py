@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mfray.models.freezing import freeze, frozen_stages
+from mfray.models.freezing import frozen_stages
+from mfray.transfer import FreezePlan
 from mfray.train.loop import ResumeError, TrainConfig, fit, fit_result_from_state
 from mfray.train.task import LFRunConfig, lf_setup, prepare_lf, shard_indices
 
@@ -27,11 +28,11 @@ def _roundtrip(state):
     return torch.load(buf, weights_only=True)
 
 
-def _run(store, cfg, freeze_stages=(), resume=None, checkpoint_every=1):
+def _run(store, cfg, freeze_stages=(), resume=None, checkpoint_every=1, unfreeze_epoch=None):
     prep = prepare_lf(store, cfg)
-    freeze(prep.model, freeze_stages)
     states = []
     res = fit(prep.model, prep.train, prep.valid, cfg.train, resume=resume, checkpoint_every=checkpoint_every,
+              freeze_plan=FreezePlan.of(freeze_stages, unfreeze_epoch),
               on_checkpoint=lambda s: states.append(_roundtrip(s)))
     return prep.model, res, states
 
@@ -60,12 +61,12 @@ def test_resume_equals_uninterrupted(demo_store, at):
 
 def test_resume_extends_a_finished_run_and_keeps_unfreezing(demo_store):
     """A run of 2 epochs resumed with max_epochs 4 equals a 4-epoch run, also across gradual unfreezing."""
-    long = _cfg(readout="sum", unfreeze_epoch=2)
-    full_model, full, _ = _run(demo_store, long, freeze_stages=["encoder"])
-    short = _cfg(readout="sum", unfreeze_epoch=2, max_epochs=2)
-    _, _, states = _run(demo_store, short, freeze_stages=["encoder"], checkpoint_every=0)
+    long = _cfg(readout="sum")
+    full_model, full, _ = _run(demo_store, long, freeze_stages=["encoder"], unfreeze_epoch=2)
+    short = _cfg(readout="sum", max_epochs=2)
+    _, _, states = _run(demo_store, short, freeze_stages=["encoder"], checkpoint_every=0, unfreeze_epoch=2)
     assert [s["epoch"] for s in states] == [1] and states[0]["frozen"] == ["encoder"]
-    model, res, states2 = _run(demo_store, long, freeze_stages=["encoder"], resume=states[0])
+    model, res, states2 = _run(demo_store, long, freeze_stages=["encoder"], resume=states[0], unfreeze_epoch=2)
     assert not frozen_stages(model) and states2[-1]["frozen"] == []
     assert _losses(res) == _losses(full) and _same_weights(model, full_model)
 
@@ -81,9 +82,9 @@ def test_early_stop_checkpoints_and_stays_stopped(demo_store):
 def test_resume_refuses_mismatched_states(demo_store):
     _, _, states = _run(demo_store, _cfg(readout="sum", max_epochs=1))
     prep = prepare_lf(demo_store, _cfg(readout="sum"))
-    freeze(prep.model, ["encoder"])
     with pytest.raises(ResumeError, match="frozen stages"):
-        fit(prep.model, prep.train, prep.valid, TrainConfig(max_epochs=2), resume=states[0])
+        fit(prep.model, prep.train, prep.valid, TrainConfig(max_epochs=2), resume=states[0],
+            freeze_plan=FreezePlan.of(["encoder"]))
     with pytest.raises(ResumeError, match="format"):
         fit(prep.model, prep.train, prep.valid, TrainConfig(max_epochs=2), resume={"epoch": 0})
 

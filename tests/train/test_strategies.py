@@ -35,9 +35,9 @@ def lf_checkpoints(demo_store, tmp_path_factory):
     return out
 
 
-def test_all_seven_strategies_are_registered():
+def test_the_paper_strategies_and_delta_are_registered():
     assert set(STRATEGIES.names()) == {"base", "label", "predicted_label", "hybrid_label", "embeddings",
-                                       "tune_vgae", "tune_readout"}
+                                       "tune_vgae", "tune_readout", "delta"}
 
 
 @pytest.mark.parametrize("strategy", ["base", "label", "predicted_label", "hybrid_label", "embeddings"])
@@ -83,7 +83,7 @@ def test_lf_model_as_input_source(task, lf_checkpoints, demo_store):
 
 
 def test_strategy_errors_are_clear(task):
-    with pytest.raises(MfrayError, match="give --lf-checkpoint"):
+    with pytest.raises(MfrayError, match="give an LF checkpoint"):
         train_hf(task, HFRunConfig(strategy="tune_readout"))
     with pytest.raises(MfrayError, match="no LF input 'artifact:Nope'"):
         train_hf(task, HFRunConfig(strategy="predicted_label", lf_prediction="artifact:Nope"))

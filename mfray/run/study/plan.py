@@ -26,13 +26,10 @@ from mfray.data.store import GraphStore, default_root, store_key
 from mfray.results.record import make_run_key
 from mfray.run.study.space import candidates, lf_model_config
 from mfray.run.study.spec import AUTO, StudySpec, TaskRef
-from mfray.transfer import LF_EMBEDDING, LF_LABEL, LF_PREDICTION, get_strategy
+from mfray.transfer import MODEL_OUTPUTS, get_strategy
 from mfray.utils.errors import MfrayError, SpecError
 from mfray.utils.hashing import hash_obj
 from mfray.utils.location import Location
-
-#: strategies whose inputs come from an LF model's outputs (predictions / embeddings)
-_NEEDS_OUTPUTS = (LF_PREDICTION, LF_EMBEDDING)
 
 
 @dataclass
@@ -214,12 +211,16 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
 
     lf_plans: dict[str, LFPlan] = {}
 
-    def lf_for(task: TaskPlan, readout: str) -> LFPlan:
+    def lf_for(task: TaskPlan, readout: str, setting: str) -> LFPlan:
         p = study.pretrain
         config = {"store": task.store_key, "readout": readout, "model": lf_model_config(study, readout),
                   "train": {"max_epochs": p.max_epochs, "batch_size": p.batch_size, "lr": p.lr, "seed": p.seed},
                   "max_molecules": p.max_molecules, "valid_fraction": p.valid_fraction,
                   "num_workers": p.num_workers}
+        if setting == "inductive":
+            # the valid and test molecules of every split seed the study uses stand for molecules not
+            # screened yet: the LF model must not see them (the store's splits make this an exact set)
+            config["holdout"] = {"seeds": list(task.seeds), "folds": ["valid", "test"]}
         if task.lf_censored is not None:
             config["censored"] = task.lf_censored
         key = hash_obj(config)
@@ -229,16 +230,22 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
         return lf_plans[key]
 
     searches: list[SearchPlan] = []
+    notes: set[str] = set()
     for task in tasks:
         for setting in study.settings:
             for name in study.searched_strategies():
                 pool = [get_strategy(c) for c in candidates(study, setting)] if name == AUTO else [get_strategy(name)]
-                if not pool or setting == "inductive" and pool[0].inputs == (LF_LABEL,) and name != AUTO:
-                    continue  # measured labels only exist for LF-domain molecules: transductive only
-                lf = {r: lf_for(task, r) for r in study.lf_readouts(name)} if any(s.pretrained for s in pool) else {}
+                if not pool or not pool[0].supports(setting):
+                    continue  # e.g. label: measured labels only exist for LF-domain molecules
+                lf = ({r: lf_for(task, r, setting) for r in study.lf_readouts(name)}
+                      if any(s.lf_init for s in pool) else {})
                 outputs_lf = None
-                if study.lf_inputs == "pretrained" and any(k in s.inputs for s in pool for k in _NEEDS_OUTPUTS):
-                    outputs_lf = lf_for(task, study.pretrain.artifact_readout)
+                if any(s.needs(setting) & MODEL_OUTPUTS for s in pool):
+                    if study.lf_inputs == "pretrained":
+                        outputs_lf = lf_for(task, study.pretrain.artifact_readout, setting)
+                    elif setting == "inductive":
+                        notes.add(f"{task.dataset}: inductive with lf_inputs = \"dataset\": the dataset's LF outputs "
+                                  "come from a model that may have seen the valid/test molecules")
                 ident = {
                     "task": task.ident, "setting": setting, "strategy": name, "seed": task.seeds[study.search.seed_index],
                     "search": study.search.model_dump(mode="json", exclude={"storage", "max_concurrent_trials", "checkpoint_every"}),
@@ -250,7 +257,7 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
                 searches.append(SearchPlan(task=task, setting=setting, strategy=name, key=key, lf=lf,
                                            outputs_lf=outputs_lf, location=loc.child("search", key)))
     return StudyPlan(study=study, storage=loc, tasks=tasks, missing=missing, lf=list(lf_plans.values()),
-                     searches=searches, store_root=root)
+                     searches=searches, store_root=root, notes=sorted(notes))
 
 
 # ---------------------------------------------------------------------------------- run identities

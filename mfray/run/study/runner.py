@@ -145,7 +145,7 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
 
     from mfray.run.pretrain import pretrain_lf_distributed
     from mfray.train.loop import TrainConfig
-    from mfray.train.task import LFRunConfig
+    from mfray.train.task import LF_MOLECULES, LFRunConfig
 
     import ray
 
@@ -172,7 +172,7 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
                           train=TrainConfig(lr=p.lr, batch_size=per_worker, max_epochs=p.max_epochs, patience=0,
                                             seed=p.seed, num_threads=max(1, int(p.cpus_per_worker))),
                           max_molecules=p.max_molecules, valid_fraction=p.valid_fraction,
-                          censored=lf.config.get("censored"))
+                          censored=lf.config.get("censored"), holdout_seeds=lf.config.get("holdout", {}).get("seeds"))
         log(f"pretrain LF model {lf.dataset}/{lf.readout} on Ray Train ({num_workers} worker(s), "
             f"{p.max_epochs} epoch(s)) [{lf.key}]")
         with tempfile.TemporaryDirectory() as tmp:
@@ -185,6 +185,7 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
                 dataset_spec={**task_spec[lf.store_key].model_dump(mode="json"), "spec_path": task_spec[lf.store_key].spec_path})
             if not lf.location.is_local:
                 lf.checkpoint.put(res.checkpoint)
+                lf.location.child(LF_MOLECULES).put(res.checkpoint.parent / LF_MOLECULES)
         resumed = f", resumed from epoch {res.resumed_from_epoch}" if res.resumed_from_epoch is not None else ""
         log(f"  {res.epochs_run} epoch(s){resumed}, {res.graphs_per_s:,.0f} graphs/s")
         outcome.add("pretrain", "ran")
@@ -379,8 +380,14 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
                 if study.failure.on_error == "stop":
                     raise MfrayError(f"{job.name} failed: {msg}") from None
             continue
-        params = job.params if job.kind == "refit" else {**job.params, "fit_on": out.get("fit_on"),
-                                                         **{f"best_{k}": v for k, v in out["params"].items()}}
+        if job.kind == "refit":
+            # the record says what was built and trained: its readout must be the one the run key names
+            if out["readout"] != job.identity["readout"]:
+                raise MfrayError(f"internal: {job.name} built readout {out['readout']!r}, its run key says "
+                                 f"{job.identity['readout']!r}")
+            params = {**job.params, "freeze": out["freeze"], "train": {**job.params["train"], "lr": out["lr"]}}
+        else:
+            params = {**job.params, "fit_on": out.get("fit_on"), **{f"best_{k}": v for k, v in out["params"].items()}}
         rec = RunRecord(study=study.name, task=out["task"], dataset=out["dataset"], setting=job.identity["setting"],
                         censored=out.get("censored"),
                         strategy=job.identity["strategy"], model=job.identity["model"], split_seed=job.seed,
@@ -443,6 +450,8 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutco
     study = plan.study
     for ds, why in plan.missing:
         log(f"skipping {ds}: {why}")
+    for note in plan.notes:
+        log(f"note: {note}")
     if not plan.tasks:
         raise MfrayError(f"study {study.name}: none of its tasks has data here")
     plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))

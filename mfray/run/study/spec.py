@@ -44,13 +44,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfray.data.specs import CensoredPolicy, format_validation_error
+from mfray.transfer.strategies import FREEZE_CHOICES
 from mfray.utils.errors import SpecError
 from mfray.utils.hashing import hash_obj
 from mfray.utils.io import read_toml_file
 
-#: stage sets a freezing choice may name ("none": fine-tune everything)
-FREEZE_CHOICES = {"none": (), "encoder": ("encoder",), "readout": ("readout",),
-                  "encoder+readout": ("encoder", "readout")}
 #: TrainConfig fields a study may set or search
 TRAIN_KEYS = ("lr", "batch_size", "max_epochs", "patience", "lr_factor", "lr_patience", "weight_decay",
               "task_weight", "recon_weight", "kl_weight", "num_threads", "device")
@@ -259,12 +257,13 @@ class StudySpec(_Spec):
             if r not in READOUTS:
                 raise ValueError(f"unknown readout {r!r}; registered: {', '.join(READOUTS.names())}")
         for s in self.pretrain.readouts:
-            if s not in STRATEGIES or not STRATEGIES.build(s).pretrained:
+            if s not in STRATEGIES or not STRATEGIES.build(s).lf_init:
                 raise ValueError(f"pretrain.readouts: {s!r} is not a strategy that starts from an LF model")
-        if self.settings == ["inductive"] and "label" in self.strategies:
-            raise ValueError("strategy 'label' needs a measured LF label for every test molecule, which the "
-                             "inductive setting hides: use hybrid_label or predicted_label, or add the "
-                             "transductive setting (label then runs there only)")
+        for s in self.strategies:
+            if not any(STRATEGIES.build(s).supports(x) for x in self.settings):
+                raise ValueError(f"strategy {s!r} runs in none of the settings {self.settings} (e.g. 'label' needs "
+                                 "a measured LF label for every test molecule, which the inductive setting hides: "
+                                 "use hybrid_label, predicted_label or delta, or add the transductive setting)")
         if self.search.storage and self.search.storage.startswith("sqlite") is False and "://" not in self.search.storage \
                 and not self.search.storage.endswith((".db", ".sqlite", ".sqlite3")):
             raise ValueError(f"search.storage {self.search.storage!r}: give a SQLite file (*.db) or a database URL")
@@ -297,11 +296,9 @@ class StudySpec(_Spec):
         if strategy == AUTO:
             out: list[str] = []
             for c in self.search.space.get("strategy", []):
-                if get_strategy(c).pretrained:
-                    out += [r for r in self.lf_readouts(c) if r not in out]
+                out += [r for r in self.lf_readouts(c) if r not in out]
             return out
-        s = get_strategy(strategy)
-        return list(self.pretrain.readouts.get(strategy, [s.default_readout]))
+        return get_strategy(strategy).lf_readouts(self)
 
     def searched_strategies(self) -> list[str]:
         """One search per listed strategy, plus ``auto`` when the space searches the strategy itself."""

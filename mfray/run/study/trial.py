@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from mfray.run.study.space import resolve_config
 from mfray.run.study.spec import StudySpec
@@ -52,35 +51,28 @@ def load_study_task(ctx: TrialContext, seed: int):
     from mfray.run.featurize import ensure_local_store
 
     ensure_local_store(ctx.store_path, ctx.dataset_spec)  # a worker node without a shared cache builds it once
-    aux_files = {"lf": Location(ctx.outputs).local_copy()} if ctx.outputs else None
+    from mfray.transfer import LF_OUTPUTS
+
+    aux_files = {LF_OUTPUTS: Location(ctx.outputs).local_copy()} if ctx.outputs else None
     task = load_task(GraphStore(ctx.store_path), seed, targets=ctx.targets, lf_target=ctx.lf_target, aux_files=aux_files,
                      censored=ctx.censored)
-    if ctx.setting == "inductive" and "lf_label" in task.train.aux:
-        # inductive: molecules outside the training fold have no measured LF label (they are "new")
-        for fold in ("valid", "test"):
-            task.folds[fold].aux["lf_label"] = np.full_like(task.folds[fold].aux["lf_label"], np.nan)
-    return task
+    return task.for_setting(ctx.setting)
 
 
 def hf_run_config(ctx: TrialContext, task, config: dict[str, Any], train_seed: int):
     from mfray.train.loop import TrainConfig
     from mfray.train.task import HFRunConfig
+    from mfray.transfer import LF_OUTPUTS, outputs_sources
 
-    lf_pred = lf_emb = None
-    if ctx.outputs:
-        cols = [k for k in task.train.aux if k.startswith("lf:prediction")]
-        want = f"lf:prediction_{task.lf_target}"
-        lf_pred = want if want in cols else ("lf:prediction" if "lf:prediction" in cols else None)
-        if lf_pred is None:
-            raise MfrayError(f"LF outputs {ctx.outputs} have no prediction for LF target {task.lf_target!r}: {cols}")
-        lf_emb = "lf:embedding"
+    lf = outputs_sources(task, LF_OUTPUTS) if ctx.outputs else None
     lf_ckpt = None
     if config.get("lf_readout"):
         lf_ckpt = str(Location(ctx.lf_checkpoints[config["lf_readout"]]).local_copy())
-    train = TrainConfig(**config["train"], seed=train_seed, unfreeze_epoch=config.get("unfreeze_epoch"))
+    train = TrainConfig(**config["train"], seed=train_seed)
     return HFRunConfig(strategy=config["strategy"], readout=config.get("readout"), model=dict(config["model"]),
-                       train=train, lf_checkpoint=lf_ckpt, lf_prediction=lf_pred, lf_embedding=lf_emb,
-                       freeze=config.get("freeze"))
+                       train=train, lf_checkpoint=lf_ckpt, lf_prediction=lf.prediction if lf else None,
+                       lf_embedding=lf.embedding if lf else None, freeze=config.get("freeze"),
+                       unfreeze_epoch=config.get("unfreeze_epoch"))
 
 
 def _trial_index(trial_dirname: str, trial_id: str) -> int | None:
@@ -174,6 +166,8 @@ def refit(ctx: TrialContext, config: dict[str, Any], seed: int, predictions_to: 
             res.predictions.write_parquet(p)
             Location(predictions_to).put(p)
     return {"task": task.name, "dataset": task.dataset, "metrics": res.metrics, "best_epoch": res.fit.best_epoch,
+            # what was built and trained (the record says this, not what the config asked for)
+            "readout": res.readout, "freeze": list(res.freeze_plan.stages), "lr": res.train_config.lr,
             "epochs_run": res.fit.epochs_run, "n_train_hf": task.train.n_labelled(task.censored), "censored": task.censored,
             "started_at": started, "finished_at": datetime.now(UTC), "seconds": res.fit.seconds}
 
