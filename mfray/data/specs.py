@@ -224,6 +224,9 @@ class QmugsSource(_Spec):
     #: val_1K.csv, test_1K.csv), a folder or one file; read by ``sources.qmugs.load_qmugs_split_index``.
     #: null = split with ``[split]`` instead
     split_index: str | None = None
+    #: with ``split.kind = "predefined"``: the published training set used as the train fold
+    #: (``train_8K`` ... ``train_300K``; ``whole`` = every conformer in neither val_1K nor test_1K)
+    split_train: str | None = None
 
     @field_validator("properties")
     @classmethod
@@ -272,12 +275,21 @@ class FeaturizerSpec(_Spec):
 
 
 class SplitSpec(_Spec):
-    """How the high-fidelity molecules are split into train/valid/test, per seed."""
+    """How the high-fidelity molecules are split into train/valid/test, per seed.
 
-    kind: Literal["random", "scaffold"] = "random"
+    ``predefined``: the folds come with the data, the same for every seed (the seeds then only vary
+    training): from a column of the source files (``column``; values train / valid, validate,
+    validation, val / test), from one file of ids per fold (``files``, ids in ``id_column``, matched
+    to the source files' id column), or, for QMugs, from the source's published ``split_index``.
+    """
+
+    kind: Literal["random", "scaffold", "predefined"] = "random"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seeds: list[int] = [0, 1, 2, 3, 4]
     fidelity: str | None = None  # which fidelity's molecules are split (default: the highest)
+    column: str | None = None  # predefined: the column holding each row's fold
+    files: dict[Literal["train", "valid", "test"], str] | None = None  # predefined: fold -> file of ids
+    id_column: str | None = None  # predefined with files: their id column (default: "id")
 
     @field_validator("fractions")
     @classmethod
@@ -285,6 +297,19 @@ class SplitSpec(_Spec):
         if any(f < 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
             raise ValueError(f"fractions must be >= 0 and sum to 1 (got {list(v)})")
         return v
+
+    @model_validator(mode="after")
+    def _predefined(self) -> SplitSpec:
+        given = [k for k in ("column", "files", "id_column") if getattr(self, k) is not None]
+        if self.kind != "predefined" and given:
+            raise ValueError(f"{', '.join(given)}: only for kind = \"predefined\"")
+        if self.column is not None and self.files is not None:
+            raise ValueError("predefined: give column or files, not both")
+        if self.files is not None and sorted(self.files) != ["test", "train", "valid"]:
+            raise ValueError(f"files: one file for each of train, valid, test (got {sorted(self.files)})")
+        if self.id_column is not None and self.files is None:
+            raise ValueError("id_column: only with files")
+        return self
 
 
 #: how repeated measurements of one molecule (same fidelity and target) are combined into one label.
@@ -330,6 +355,22 @@ class DatasetSpec(_Spec):
             raise ValueError(
                 f"split.fidelity = {self.split.fidelity!r} is not one of the fidelities {self.fidelities}"
             )
+        if self.split.kind == "predefined":
+            src = self.source
+            if isinstance(src, QmugsSource):
+                if src.split_index is None or self.split.column or self.split.files:
+                    raise ValueError("split.kind = \"predefined\" with a QMugs source takes its folds from "
+                                     "source.split_index (set it; no split.column or split.files)")
+            elif isinstance(src, LocalSource):
+                if self.split.column is None and self.split.files is None:
+                    raise ValueError("split.kind = \"predefined\" needs split.column (each row's fold) or "
+                                     "split.files (one file of ids per fold)")
+                if self.split.files is not None and not any(f.id_column for f in src.files.values()):
+                    raise ValueError("split.files are matched to rows by id: give the data files an id_column")
+            else:
+                raise ValueError(f"split.kind = \"predefined\" is not available for a {src.kind} source")
+        elif isinstance(self.source, QmugsSource) and self.source.split_train is not None:
+            raise ValueError("source.split_train: only with split.kind = \"predefined\"")
         return self
 
     @property

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from mfray.chem.graph import ATOM_PROPERTIES, BOND_PROPERTIES, GRAPH_SCHEMA, text_key
 from mfray.data.sources.base import parse_label_column
 from mfray.data.specs import DatasetSpec
-from mfray.data.splits import make_splits
+from mfray.data.splits import FOLDS, SPLIT_SCHEMA, make_splits
 from mfray.utils.errors import DataError
 from mfray.utils.hashing import hash_obj
 from mfray.utils.io import write_json_atomic
@@ -136,6 +136,33 @@ def _aggregate(labels: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int]:
     return out.filter(pl.col("value").is_not_null()), conflicting
 
 
+def _predefined_splits(rows: pl.DataFrame, split_ids: pl.Series, seeds: list[int]) -> tuple[pa.Table, dict[str, Any]]:
+    """The folds that come with the data, the same for every seed: a molecule's fold is its rows' fold.
+    Molecules of the split fidelity without a fold, or whose rows name two folds, stay out of the split
+    (counted in the manifest)."""
+    per = (rows.filter(pl.col("fold").is_not_null()).group_by("mol_id")
+           .agg(pl.col("fold").unique().alias("folds")))
+    conflicting = per.filter(pl.col("folds").list.len() > 1)["mol_id"]
+    per = per.filter(pl.col("folds").list.len() == 1).select("mol_id", pl.col("folds").list.first().alias("fold"))
+    want = pl.DataFrame({"mol_id": split_ids})
+    folded = want.join(per, on="mol_id", how="inner").sort("mol_id")
+    no_fold = want.join(per, on="mol_id", how="anti").join(pl.DataFrame({"mol_id": conflicting}), on="mol_id", how="anti")
+    code = {f: i for i, f in enumerate(FOLDS)}
+    parts = []
+    for seed in seeds:
+        parts.append(pa.table({
+            "mol_id": pa.array(folded["mol_id"].to_numpy(), pa.int64()),
+            "seed": pa.array(np.full(folded.height, seed, dtype=np.int64)),
+            "fold": pa.DictionaryArray.from_arrays(pa.array([code[f] for f in folded["fold"].to_list()], pa.int8()),
+                                                   pa.array(FOLDS)),
+        }, schema=SPLIT_SCHEMA))
+    table = pa.concat_tables(parts) if parts else SPLIT_SCHEMA.empty_table()
+    counts = folded.group_by("fold").len()
+    info = {"molecules_by_fold": dict(zip(counts["fold"].to_list(), counts["len"].to_list())),
+            "without_fold": int(no_fold.height), "in_two_folds": int(conflicting.len())}
+    return table, info
+
+
 def finalize(
     featurized_files: list[str], spec: DatasetSpec, out_dir: Path, *, key: str,
     extractor_spec: dict[str, Any], source_fingerprint: dict[str, Any], timings: dict[str, float] | None = None,
@@ -151,8 +178,9 @@ def finalize(
     label_cols = [c for c in schema.names if c.startswith("label:")]
     censor_cols = [c for c in schema.names if c.startswith("censor:")]
     artifact_cols = [c for c in schema.names if c.startswith("artifact:")]
+    fold_col = ["fold"] if "fold" in schema.names else []
     meta_cols = ["row", "file", "file_row", "source_id", "smiles", "reject", "std_smiles", "key",
-                 "reject_code", "reject_reason", *label_cols, *censor_cols]
+                 "reject_code", "reject_reason", *label_cols, *censor_cols, *fold_col]
     meta = pl.read_parquet(featurized_files, columns=meta_cols).sort("row")
     rows_read = meta.height
     if meta["row"].n_unique() != rows_read:
@@ -309,9 +337,13 @@ def finalize(
     split_fid = spec.split_fidelity
     split_ids = task_labels.filter(pl.col("fidelity") == split_fid)["mol_id"].unique().sort()
     split_smiles = None
-    if spec.split.kind == "scaffold":
-        split_smiles = molecules.join(pl.DataFrame({"mol_id": split_ids}), on="mol_id").sort("mol_id")["smiles"].to_list()
-    splits = make_splits(spec.split.kind, split_ids.to_numpy(), spec.split.seeds, spec.split.fractions, split_smiles)
+    split_info: dict[str, Any] = {}
+    if spec.split.kind == "predefined":
+        splits, split_info = _predefined_splits(ok, split_ids, spec.split.seeds)
+    else:
+        if spec.split.kind == "scaffold":
+            split_smiles = molecules.join(pl.DataFrame({"mol_id": split_ids}), on="mol_id").sort("mol_id")["smiles"].to_list()
+        splits = make_splits(spec.split.kind, split_ids.to_numpy(), spec.split.seeds, spec.split.fractions, split_smiles)
 
     molecules.write_parquet(out_dir / "molecules.parquet", compression="zstd")
     labels.sort("row").write_parquet(out_dir / "labels.parquet", compression="zstd")
@@ -350,6 +382,7 @@ def finalize(
                 "qualified": f"{r['fidelity']}/{r['target']}" in qualified} for r in label_counts.to_dicts()},
             "bound_conflicts_dropped": bound_conflicts,
             "split_molecules": int(len(split_ids)),
+            **({"predefined_split": split_info} if split_info else {}),
         },
         "graph_bytes": total_bytes,
         "bytes_per_molecule": round(total_bytes / n_mols, 1) if n_mols else None,

@@ -204,12 +204,30 @@ def sample_within_graph_negatives(
     return torch.stack([i[ok], j[ok]])
 
 
+def sample_batch_negatives(edge_index: Tensor, n_nodes: int, num_neg: int = 1,
+                           generator: torch.Generator | None = None) -> Tensor:
+    """Non-bonded pairs drawn uniformly over ALL node pairs of a batch graph (the reference's, and PyG's
+    ``negative_sampling``, convention): mostly pairs of atoms of two different molecules, an easy target.
+    Pairs that hit a bond or a self-pair are dropped. Returns ``[2, K]``, ``K <= num_neg * E``."""
+    device = edge_index.device
+    m = edge_index.size(1) * num_neg
+    if n_nodes < 2 or m == 0:
+        return _empty_edges(device)
+    u = torch.rand(2, m, generator=generator, device=device)
+    i = torch.minimum((u[0] * n_nodes).long(), torch.tensor(n_nodes - 1, device=device))
+    j = torch.minimum((u[1] * n_nodes).long(), torch.tensor(n_nodes - 1, device=device))
+    bonds = torch.cat([edge_index[0] * n_nodes + edge_index[1], edge_index[1] * n_nodes + edge_index[0]])
+    ok = (i != j) & ~torch.isin(i * n_nodes + j, bonds)
+    return torch.stack([i[ok], j[ok]])
+
+
 def recon_loss(
     z: Tensor,
     edge_index: Tensor,
     batch: Tensor,
     num_neg: int = 1,
     generator: torch.Generator | None = None,
+    negatives: str = "molecule",
 ) -> Tensor:
     """Edge reconstruction loss of the inner-product decoder ``p(i ~ j) = sigmoid(z_i . z_j)``.
 
@@ -225,13 +243,20 @@ def recon_loss(
         batch: graph index of every node ``[N]``.
         num_neg: negatives per bond. Default 1.
         generator: RNG for the negatives (on ``z.device``). Default: global RNG.
+        negatives: ``"molecule"`` (default: non-bonded pairs within each molecule) or ``"batch"`` (over
+            the whole batch graph, the reference's: see :func:`sample_batch_negatives`).
 
     Returns:
         scalar tensor.
     """
     keep = edge_index[0] != edge_index[1]
     pos = edge_index[:, keep]
-    neg = sample_within_graph_negatives(pos, batch, num_neg=num_neg, generator=generator)
+    if negatives == "batch":
+        neg = sample_batch_negatives(pos, batch.numel(), num_neg=num_neg, generator=generator)
+    elif negatives == "molecule":
+        neg = sample_within_graph_negatives(pos, batch, num_neg=num_neg, generator=generator)
+    else:
+        raise ValueError(f"negatives must be 'molecule' or 'batch' (got {negatives!r})")
     loss = z.sum() * 0.0
     if pos.size(1):
         logits = (z[pos[0]] * z[pos[1]]).sum(-1)

@@ -544,6 +544,58 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
     return Table(frame, f"{metric}: change over base", notes)
 
 
+#: strategies that are a choice among the others, not a method of their own (left out of "best in hindsight")
+CHOICES = ("selected", "auto")
+
+
+def selection_table(summary: pl.DataFrame, df: pl.DataFrame, digits: int = 3) -> Table | None:
+    """Per task: what the study's selection chose (by validation), its test mean, the best method in
+    hindsight (by test), the regret (how much test score the choice lost), and whether it beats the best
+    of the base GNN and RF. None when the study recorded no ``selected`` runs."""
+    sel = summary.filter(pl.col("strategy") == "selected")
+    if sel.is_empty():
+        return None
+    metric = summary["metric"][0]
+    hib = higher_is_better(metric)
+    chosen = {}
+    if "params_selected" in df.columns:
+        for t, st, c in (df.filter(pl.col("strategy") == "selected").select("task", "setting", "params_selected")
+                         .unique().iter_rows()):
+            chosen.setdefault((t, st), set()).add(c)
+    rows = {"task": [], "selected": [], metric: [], "best in hindsight": [], "best " + metric: [], "regret": [],
+            "vs best of base/rf": []}
+    for r in sel.iter_rows(named=True):
+        unit = summary.filter((pl.col("unit") == r["unit"]) & ~pl.col("strategy").is_in(CHOICES)
+                              & pl.col("mean").is_not_null())
+        if unit.is_empty() or r["mean"] is None:
+            continue
+        best = unit.sort("mean", descending=hib).row(0, named=True)
+        regret = (best["mean"] - r["mean"]) * (1 if hib else -1)
+        ref = unit.filter(pl.col("strategy").is_in(["base", "rf"]) | pl.col("model").is_in(["rf"]))
+        if ref.height:
+            ref_best = ref["mean"].max() if hib else ref["mean"].min()
+            beats = "better" if (r["mean"] - ref_best) * (1 if hib else -1) > 0 else "not better"
+        else:
+            beats = ""
+        rows["task"].append(r["unit"])
+        rows["selected"].append(", ".join(sorted(chosen.get((r["task"], r["setting"]), set()))))
+        rows[metric].append(_f(r["mean"], digits))
+        rows["best in hindsight"].append(best["method"])
+        rows["best " + metric].append(_f(best["mean"], digits))
+        rows["regret"].append(_f(regret, digits))
+        rows["vs best of base/rf"].append(beats)
+    frame = pl.DataFrame(rows, schema={k: pl.String for k in rows})
+    n = frame.height
+    wins = sum(v == "better" for v in rows["vs best of base/rf"])
+    regrets = [float(x) for x in rows["regret"]]
+    notes = [f"selected: per task, the method with the best mean validation score over the split seeds (the "
+             f"study's selection.metric), recorded again as strategy 'selected'; regret = best test mean in "
+             f"hindsight - selected's ({'higher' if hib else 'lower'} is better for {metric}; 0 = it chose the best).",
+             f"selected beats the best of the base GNN and RF on {wins} of {n} tasks; mean regret "
+             f"{_f(sum(regrets) / n if n else None, digits)}."]
+    return Table(frame, f"{metric}: strategy selection and its regret", notes)
+
+
 def seed_test_table(tests: pl.DataFrame, digits: int = 3) -> Table:
     """One row per (task, method): paired test over split seeds against base."""
     t = tests.filter(pl.col("scope") == "seeds")
@@ -719,6 +771,9 @@ def make_report(
                         censored=pl.lit(policy, pl.String)))
                 else:
                     out.append(render(metric_table(summary, ranks, fold, digits, ddof), fmt))
+                    selection = selection_table(summary, sdf, digits)
+                    if selection is not None:
+                        out.append(render(selection, fmt))
                     if changes["base_method"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
                         out.append(render(change_table(changes, tests, digits), fmt))
                         out.append(render(seed_test_table(tests, digits), fmt))

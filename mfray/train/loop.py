@@ -32,7 +32,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -77,6 +77,24 @@ class TrainConfig:
     device: str = "cpu"
     #: cap on optimiser steps per epoch (per process), e.g. to time a fixed number of steps; None: all
     max_steps_per_epoch: int | None = None
+    #: the validation loss that selects the best epoch, drives early stopping and the LR schedule:
+    #: "task" (the supervised loss alone, mfray's default) or "total" (task + reconstruction + KL as
+    #: weighted in training, the reference implementation's ``val_total_loss``)
+    monitor: Literal["task", "total"] = "task"
+    #: standardise the augmentation (LF labels, embeddings) with training-fold statistics (mfray's
+    #: default); False feeds it as given (the reference fed raw % inhibition)
+    scale_aux: bool = True
+    #: negative pairs of the VGAE reconstruction loss: "molecule" (within each molecule, mfray's) or
+    #: "batch" (over the whole batch graph, mostly pairs of different molecules: the reference's)
+    negatives: Literal["molecule", "batch"] = "molecule"
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> TrainConfig:
+        """The reference implementation's HF protocol (METHOD.md section 7): Adam 1e-4, batch 32, at most
+        1000 epochs, patience 100 and the LR schedule on the total validation loss, raw LF inputs,
+        reconstruction negatives over the whole batch."""
+        return cls(**{"lr": 1e-4, "batch_size": 32, "max_epochs": 1000, "patience": 100, "monitor": "total",
+                      "scale_aux": False, "negatives": "batch", **overrides})
 
 
 @dataclass
@@ -164,7 +182,7 @@ def _batch_loss(model: MFModel, g, y, aux, cfg: TrainConfig, vgae_terms: bool,
     loss = cfg.task_weight * task
     parts = {"task": float(task.detach())}
     if vgae_terms and out.mu is not None:
-        rec = recon_loss(out.z, g.edge_index, g.batch)
+        rec = recon_loss(out.z, g.edge_index, g.batch, negatives=cfg.negatives)
         kl = kl_loss(out.mu, out.logstd, g.batch)
         loss = loss + cfg.recon_weight * rec + cfg.kl_weight * kl
         parts.update(recon=float(rec.detach()), kl=float(kl.detach()))
@@ -172,8 +190,11 @@ def _batch_loss(model: MFModel, g, y, aux, cfg: TrainConfig, vgae_terms: bool,
 
 
 @torch.no_grad()
-def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str) -> tuple[float, int]:
-    """Summed task loss and the number of finite targets over ``data`` (this process's part)."""
+def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str,
+               cfg: TrainConfig | None = None, vgae_terms: bool = False) -> tuple[float, int]:
+    """Summed validation loss and its count over ``data`` (this process's part): the task loss over the
+    finite targets, or with ``cfg.monitor == "total"`` the training objective (task + weighted
+    reconstruction and KL, per batch, as the reference's ``val_total_loss``) summed over graphs."""
     model.eval()
     total, n = 0.0, 0
     for g, y, aux, censor in data.batches(batch_size, shuffle=False, drop_last_single=False):
@@ -181,6 +202,14 @@ def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str)
         aux = aux.to(device) if aux is not None else None
         censor = censor.to(device) if censor is not None else None
         out = model(g, aux)
+        if cfg is not None and cfg.monitor == "total":
+            loss = cfg.task_weight * _task_loss(out.pred, y, model.spec.task_type, censor)
+            if vgae_terms and out.mu is not None:
+                loss = (loss + cfg.recon_weight * recon_loss(out.mu, g.edge_index, g.batch, negatives=cfg.negatives)
+                        + cfg.kl_weight * kl_loss(out.mu, out.logstd, g.batch))
+            total += float(loss) * g.num_graphs
+            n += g.num_graphs
+            continue
         total += float(_task_loss(out.pred, y, model.spec.task_type, censor, reduction="sum"))
         n += int(torch.isfinite(y).sum())
     return total, n
@@ -419,7 +448,7 @@ def fit(
         train_s = time.perf_counter() - t0
         if distributed:
             _sync_buffers(model)
-        val_total, val_n = _eval_sums(model, valid, max(cfg.batch_size, 256), device)
+        val_total, val_n = _eval_sums(model, valid, max(cfg.batch_size, 256), device, cfg, vgae_terms)
         if distributed:
             keys = ("task", "recon", "kl")
             sums = _all_reduce([total, n, val_total, val_n, *(parts_sum.get(k, 0.0) for k in keys),

@@ -124,7 +124,9 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
     sources = LFSources(prediction=cfg.lf_prediction, embedding=cfg.lf_embedding, checkpoint=cfg.lf_checkpoint)
     lf, origin = resolve_lf_inputs(task, needs, sources, lf_model_outputs(task, *lf_model) if lf_model else None)
     raw_aux = {f: strategy.augment(lf[f], f) for f in FOLD_NAMES}
-    aux_scaler = Scaler.fit(raw_aux["train"]) if raw_aux["train"] is not None else None
+    scale = raw_aux["train"] is not None and cfg.train.scale_aux
+    aux_scaler = Scaler.fit(raw_aux["train"]) if scale else (
+        Scaler.identity(raw_aux["train"].shape[1]) if raw_aux["train"] is not None else None)
     aux = {f: (aux_scaler.transform(raw_aux[f]) if aux_scaler else None) for f in FOLD_NAMES}
     regression = task.task_type == "regression"
     # what training sees of the labels under the task's censored-label policy; the scaler is fitted

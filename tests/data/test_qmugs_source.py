@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -339,3 +340,58 @@ def test_split_index_copy_keeps_fold_names(tmp_path: Path) -> None:
     shutil.copytree(FIXTURE / "data_indices", dest)
     (dest / "notes.txt").write_text("not an index\n")
     assert set(load_qmugs_split_index(dest)["fold"].to_pylist()) == {"train_8K", "train_25K", "val_1K", "test_1K"}
+
+
+# ---------------------------------------------------------------- published splits as the store's splits
+@pytest.mark.parametrize("train", ["train_8K", "whole"])
+def test_published_split_becomes_the_stores_split(tmp_path: Path, train: str) -> None:
+    """split.kind = "predefined": the split index's conformers, mapped to the molecules molecule_key
+    makes, are the store's folds for every seed (the same for each), instead of a random split."""
+    from mfray.run.featurize import featurize_dataset
+
+    data = _spec_dict(split_train=train)
+    data["split"] = {"kind": "predefined", "seeds": [0, 1]}
+    spec = parse_spec(data, spec_path=str(FIXTURE_SPEC))
+    store = featurize_dataset(spec, tmp_path / "stores", executor="local", progress=False, log=lambda m: None).store
+    index = load_qmugs_split_index(FIXTURE / "data_indices").to_pylist()
+    rows = _csv_rows()
+    # the structure of each listed conformer, as the store keyed it (molecules: first row of each mol_id)
+    labels = store.table("labels").select("mol_id", "source_id").unique()
+    mol_of = dict(zip(labels["source_id"].to_list(), labels["mol_id"].to_list()))
+    want = {"valid": set(), "test": set(), "train": set()}
+    for r in index:
+        sid = f"{r['chembl_id']}:{r['conf_id']}"
+        role = {"val": "valid", "test": "test", "train": "train"}[r["fold"].split("_")[0]]
+        if role == "train" and r["fold"] != train:
+            continue
+        if sid in mol_of:
+            want[role].add(mol_of[sid])
+    if train == "whole":
+        listed = want["valid"] | want["test"]
+        want["train"] = {m for m in mol_of.values() if m not in listed}
+    splits = store.table("splits")
+    hf_ids = set(store.table("task_labels").filter(pl.col("fidelity") == "hf")["mol_id"].to_list())
+    for seed in (0, 1):
+        got = {f: set(splits.filter((pl.col("seed") == seed) & (pl.col("fold") == f))["mol_id"].to_list())
+               for f in ("train", "valid", "test")}
+        assert got == {f: ids & hf_ids for f, ids in want.items()}, (seed, train)
+    info = store.manifest["counts"]["predefined_split"]
+    assert sum(info["molecules_by_fold"].values()) == sum(len(v & hf_ids) for v in want.values())
+    assert len(rows) == 60
+
+
+def test_predefined_split_needs_the_index(tmp_path: Path) -> None:
+    from mfray.utils.errors import SpecError
+
+    data = _spec_dict(split_index=None)
+    data["split"] = {"kind": "predefined"}
+    with pytest.raises(SpecError, match="takes its folds from source.split_index"):
+        parse_spec(data, spec_path=str(FIXTURE_SPEC))
+    data = _spec_dict(split_train="train_8K")
+    with pytest.raises(SpecError, match="split_train: only with split.kind"):
+        parse_spec(data, spec_path=str(FIXTURE_SPEC))
+    data = _spec_dict(split_train="train_9K")
+    data["split"] = {"kind": "predefined"}
+    src = QmugsSummarySource(parse_spec(data, spec_path=str(FIXTURE_SPEC)))
+    with pytest.raises(DataError, match="split_train = 'train_9K' is not a fold of the split index"):
+        _read(src)

@@ -53,6 +53,7 @@ def test_tiny_study(ray_local, demo_store, tmp_path):
     assert plan.tasks[0].store_path == str(demo_store.path)
     out = run_study(plan, log=lambda m: None)
     assert out.counts["search"] == {"ran": 2} and out.counts["runs"] == {"ran": 6}, out.counts
+    assert out.counts["selection"] == {"ran": 2}, out.counts  # one selected run per seed
 
     for s in plan.searches:
         trials = s.trials.read_json()["trials"]
@@ -78,9 +79,23 @@ def test_tiny_study(ray_local, demo_store, tmp_path):
 
     df = ResultsStore(plan.results.uri).read(study="tiny")
     runs = df.select("run_key", "strategy", "split_seed").unique()
-    assert runs.height == 6 and runs.group_by("strategy").len().sort("strategy")["len"].to_list() == [2, 2, 2]
+    assert runs.height == 8 and runs.group_by("strategy").len().sort("strategy")["len"].to_list() == [2, 2, 2, 2]
     test_r2 = df.filter((df["fold"] == "test") & (df["metric"] == "r2"))
-    assert test_r2.height == 6 and test_r2["value"].is_finite().all()
+    assert test_r2.height == 8 and test_r2["value"].is_finite().all()
+    # the selection: the method with the lowest mean valid rmse over the seeds, its test scores copied
+    valid = (df.filter((pl.col("fold") == "valid") & (pl.col("metric") == "rmse") & (pl.col("strategy") != "selected"))
+             .group_by("strategy").agg(pl.col("value").mean()))
+    chosen = valid.sort("value")["strategy"][0]
+    sel = df.filter(pl.col("strategy") == "selected")
+    assert set(sel["params_selected"].to_list()) == {chosen}
+    for seed in sel["split_seed"].unique().to_list():
+        a = sel.filter((pl.col("split_seed") == seed) & (pl.col("fold") == "test")).sort("metric")["value"]
+        b = df.filter((pl.col("strategy") == chosen) & (pl.col("split_seed") == seed) & (pl.col("fold") == "test")
+                      ).sort("metric")["value"]
+        assert a.to_list() == b.to_list()
+    from mfray.results.report import make_report
+
+    assert "strategy selection and its regret" in make_report(df, study="tiny", metrics=["r2"])
     assert set(df["trial_id"].drop_nulls().to_list()) <= {s.best.read_json()["trial_id"] for s in plan.searches}
 
     st = study_status(plan)
@@ -90,7 +105,8 @@ def test_tiny_study(ray_local, demo_store, tmp_path):
     # a re-run finds everything done: no search, no training, no new rows
     parts = sorted(p.name for p in Path(plan.results.uri).rglob("run-*.parquet"))
     again = run_study(plan, log=lambda m: None)
-    assert again.counts == {"featurise": {"cached": 1}, "search": {"cached": 2}, "runs": {"cached": 6}}
+    assert again.counts == {"featurise": {"cached": 1}, "search": {"cached": 2}, "runs": {"cached": 6},
+                            "selection": {"cached": 2}}
     assert sorted(p.name for p in Path(plan.results.uri).rglob("run-*.parquet")) == parts
 
 
@@ -167,3 +183,39 @@ def test_study_under_two_censored_policies(ray_local, censored_store, tmp_path):
     text = make_report(str(tmp_path / "st" / "results"), study="cens")
     assert "## Study cens [censored=censored]" in text and "## Study cens [censored=drop]" in text
     assert "train fitted" in text
+
+
+def test_inductive_study_with_lf_model_strategies(ray_local, demo_store, tmp_path):
+    """predicted_label, embeddings, tune_vgae, tune_readout and delta, inductively: Ray Train pretrains the
+    LF models without the valid/test molecules, their outputs feed the searches, every run lands."""
+    from mfray.data.tasks import holdout_ids
+    from mfray.run.study.runner import run_study
+    from mfray.train.task import LF_MOLECULES
+
+    spec = {"name": "ind", "tasks": ["aid1445"], "settings": ["inductive"], "max_seeds": 2,
+            "strategies": ["predicted_label", "embeddings", "tune_vgae", "tune_readout", "delta"],
+            "train": {"max_epochs": 2, "patience": 0, "batch_size": 64},
+            "model": {"hidden_dim": 16, "latent_dim": 8, "head_hidden_dim": 16},
+            "readout_kwargs": {"set_transformer": {"hidden_dim": 16, "num_heads": 2, "num_seeds": 2, "out_dim": 8}},
+            "pretrain": {"max_epochs": 1, "num_workers": 1, "batch_size": 128},
+            "search": {"num_samples": 1, "max_concurrent_trials": 1, "grace_period": 1, "n_startup_trials": 1,
+                       "space": {"freeze": ["encoder", "none"]}},
+            "failure": {"trial_retries": 1}}
+    root = str(Path(demo_store.path).parents[1])
+    plan = make_plan(parse_study(spec), str(tmp_path / "storage"), store_root=root)
+    assert {s.strategy for s in plan.searches} == set(spec["strategies"])
+    assert len(plan.lf) == 2 and all(lf.config["holdout"]["seeds"] == plan.tasks[0].seeds for lf in plan.lf)
+    out = run_study(plan, log=lambda m: None)
+    assert out.counts["pretrain"] == {"ran": 2} and out.counts["lf outputs"] == {"ran": 1}, out.counts
+    assert not out.failures, out.failures
+    held = holdout_ids(demo_store, plan.tasks[0].seeds)
+    for lf in plan.lf:
+        seen = pl.read_parquet(Path(lf.location.path) / LF_MOLECULES)["mol_id"]
+        assert seen.len() > 0 and not seen.is_in(held.tolist()).any(), "an inductive LF model saw a new molecule"
+    df = ResultsStore(plan.results.uri).read(study="ind")
+    assert set(df["strategy"].unique().to_list()) == set(spec["strategies"])
+    assert set(df["setting"].unique().to_list()) == {"inductive"}
+    runs = df.filter((pl.col("fold") == "test") & (pl.col("metric") == "r2"))
+    assert runs.height == 5 * 2 and runs["value"].is_not_nan().all()
+    tr = df.filter(pl.col("strategy") == "tune_readout").select("readout").unique()["readout"].to_list()
+    assert tr == ["set_transformer"]  # the built model's (the LF model's readout)

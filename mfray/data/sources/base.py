@@ -13,6 +13,7 @@ Raw record columns:
     smiles    string  the SMILES as given
     reject    string  read-time rejection reason (null = fine so far)
     label:<fidelity>:<target>   float64 (null = not measured)
+    fold      string  only for a predefined split: the row's fold (train / valid / test; null = none)
     censor:<fidelity>:<target>  int8, only for labels with a qualifier column: 0 = fitted value,
                                 +1 = the value is a lower bound (true value above it), -1 an upper bound
     artifact:<name>             float64 (predictions) or list<float32> (embeddings)
@@ -76,6 +77,10 @@ class Source(ABC):
         """The (fidelity, target) pairs whose values carry a qualifier (a ``censor:`` column)."""
         return []
 
+    def has_folds(self) -> bool:
+        """Whether records carry a ``fold`` column (a predefined split)."""
+        return self.spec.split.kind == "predefined"
+
     @abstractmethod
     def missing(self) -> str | None:
         """Why this source's data is not on this machine (None: it is), checked without reading it:
@@ -90,7 +95,7 @@ class Source(ABC):
         """Yield raw record tables (schema: :func:`raw_schema`) in row order."""
 
     def raw_schema(self, embedding_dims: dict[str, int] | None = None) -> pa.Schema:
-        fields = list(BASE_FIELDS)
+        fields = list(BASE_FIELDS) + ([pa.field("fold", pa.string())] if self.has_folds() else [])
         fields += [pa.field(label_column(f, t), pa.float64()) for f, t in self.labels()]
         fields += [pa.field(censor_column(f, t), pa.int8()) for f, t in self.qualified_labels()]
         for name, kind in self.artifacts().items():
@@ -101,6 +106,24 @@ class Source(ABC):
     def describe(self) -> dict[str, Any]:
         """Static facts for ``mfray data show`` (no reading of large files)."""
         return {"kind": self.spec.source.kind}
+
+
+#: fold text of a predefined split -> the fold it names (matched after trimming, case-insensitively)
+FOLD_TEXT = {"train": "train", "training": "train", "valid": "valid", "validate": "valid", "validation": "valid",
+             "val": "valid", "test": "test"}
+
+
+def parse_folds(values: list[str | None], column: str) -> tuple[list[str | None], list[str | None]]:
+    """Fold text -> ``train``/``valid``/``test`` (None where empty) and per-row reasons for unknown text."""
+    folds: list[str | None] = []
+    reasons: list[str | None] = []
+    for v in values:
+        t = v.strip().lower() if v is not None else ""
+        f = FOLD_TEXT.get(t)
+        folds.append(f)
+        reasons.append(None if f is not None or not t else
+                       f"column {column!r}: unknown fold {v[:20]!r} (expected train, valid/validate/val or test)")
+    return folds, reasons
 
 
 SOURCES: Registry[Source] = Registry("data source")

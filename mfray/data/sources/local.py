@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mfray.data.sources.base import SOURCES, Source, artifact_column, censor_column, label_column
+from mfray.data.sources.base import SOURCES, Source, artifact_column, censor_column, label_column, parse_folds
 from mfray.data.sources.tabular import (
     check_exists,
     detect_format,
@@ -63,6 +63,10 @@ class LocalFilesSource(Source):
             p = self.path(key)
             check_exists(p, f"data file {key!r} of dataset {self.spec.name!r}")
             out[key] = file_fingerprint(p)
+        for fold, raw in (self.spec.split.files or {}).items():  # a predefined split's files are content too
+            p = self.spec.resolve_path(raw)
+            check_exists(p, f"split file for fold {fold!r} of dataset {self.spec.name!r}")
+            out[f"split:{fold}"] = file_fingerprint(p)
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -85,7 +89,35 @@ class LocalFilesSource(Source):
         cols += [lab.column for lab in self.src.labels if lab.file == key]
         cols += [lab.qualifier_column for lab in self.src.labels if lab.file == key and lab.qualifier_column]
         cols += [a.column for a in self.src.artifacts if a.file == key]
+        if self.spec.split.column and self.spec.split.column in self._header(key):
+            cols.append(self.spec.split.column)
         return list(dict.fromkeys(cols))
+
+    def _header(self, key: str) -> list[str]:
+        p, f = self.path(key), self.src.files[key]
+        return [h.lstrip("\ufeff") for h in read_header(p, detect_format(p, f.format), f.delimiter, f.encoding)]
+
+    def fold_of_ids(self) -> dict[str, str]:
+        """Predefined split from files: id text -> fold, read from ``split.files`` (an id in two folds,
+        or a file without the id column, is an error naming the file)."""
+        split = self.spec.split
+        col = split.id_column or "id"
+        out: dict[str, str] = {}
+        for fold, raw in (split.files or {}).items():
+            p = self.spec.resolve_path(raw)
+            check_exists(p, f"split file for fold {fold!r} of dataset {self.spec.name!r}")
+            fmt = detect_format(p)
+            header = [h.lstrip("\ufeff") for h in read_header(p, fmt, None, "utf-8")]
+            if col not in header:
+                raise DataError(f"{p}: no id column {col!r} (split.id_column) in this split file; it has {header}")
+            real = {h.lstrip("\ufeff"): h for h in read_header(p, fmt, None, "utf-8")}[col]
+            for chunk in iter_file_batches(p, fmt, None, "utf-8", [real], 1 << 16):
+                for v in pc.utf8_trim_whitespace(pc.cast(chunk.column(0), pa.string())).to_pylist():
+                    if v is None or v == "":
+                        continue
+                    if out.setdefault(v, fold) != fold:
+                        raise DataError(f"{p}: id {v!r} is in fold {fold!r} and in fold {out[v]!r}")
+        return out
 
     def check_columns(self) -> None:
         """Fail early, naming the file and the missing columns, before any work is done."""
@@ -96,6 +128,9 @@ class LocalFilesSource(Source):
             header = read_header(p, fmt, f.delimiter, f.encoding)
             header = [h.lstrip("\ufeff") for h in header]
             missing = [c for c in self._columns_needed(key, f) if c not in header]
+            if self.spec.split.files is not None and not f.id_column:
+                raise DataError(f"{p}: split.files match rows by id, but file {key!r} has no id_column in the spec "
+                                f"{self.spec.spec_path or self.spec.name}")
             if missing:
                 raise DataError(
                     f"{p}: missing column(s) {missing} named in the spec "
@@ -104,6 +139,11 @@ class LocalFilesSource(Source):
 
     def iter_tables(self, chunk_rows: int = 65536) -> Iterator[pa.Table]:
         self.check_columns()
+        split = self.spec.split
+        if split.column and not any(split.column in self._header(k) for k in self.src.files):
+            raise DataError(f"split.column {split.column!r} of {self.spec.spec_path or self.spec.name} is in none of "
+                            f"the files {[str(self.path(k)) for k in self.src.files]}")
+        by_id = self.fold_of_ids() if split.files is not None else None
         schema = self.raw_schema()
         row0 = 0
         for key, f in self.src.files.items():
@@ -157,6 +197,16 @@ class LocalFilesSource(Source):
                         vals, why = parse_embedding(chunk.column(art.column), art.column)
                     cols[name] = vals
                     reasons.append(why)
+                if self.has_folds():
+                    if by_id is not None:
+                        folds = [by_id.get(v) if v is not None else None for v in cols["source_id"].to_pylist()]
+                    elif split.column in chunk.column_names:
+                        folds, why = parse_folds(pc.cast(chunk.column(split.column), pa.string()).to_pylist(),
+                                                 split.column)
+                        reasons.append(why)
+                    else:
+                        folds = [None] * n
+                    cols["fold"] = pa.array(folds, pa.string())
                 cols["reject"] = pa.array(merge_reasons(*reasons) if reasons else [None] * n, pa.string())
                 yield pa.table({k: cols[k] for k in schema.names}, schema=schema)
                 row0 += n

@@ -223,10 +223,31 @@ class QmugsSummarySource(Source):
                        for lc, (n, mean, m2) in acc.items()}
         return self._stats
 
+    # ------------------------------------------------------------ published splits
+    def fold_of_conformers(self) -> tuple[dict[str, str], str]:
+        """Predefined split: ``source_id -> train/valid/test`` from the split index, with ``split_train``
+        as the train fold (``whole``: every conformer in neither val nor test), and the train fold's name."""
+        index = load_qmugs_split_index(self.spec.resolve_path(self.src.split_index))
+        names = sorted(set(index.column("fold").to_pylist()))
+        train = self.src.split_train or "whole"
+        if train != "whole" and train not in names:
+            raise DataError(f"source.split_train = {train!r} is not a fold of the split index "
+                            f"{self.spec.resolve_path(self.src.split_index)}; folds: {names} (or 'whole')")
+        out: dict[str, str] = {}
+        for chembl, conf, fold in zip(*(index.column(c).to_pylist() for c in ("chembl_id", "conf_id", "fold"))):
+            role = qmugs_fold_role(fold)
+            if role == "train" and fold != train:
+                continue
+            sid = qmugs_source_id(chembl, conf)
+            if out.setdefault(sid, role) != role:
+                raise DataError(f"QMugs split index: conformer {chembl} {conf} is in {out[sid]} and in {role}")
+        return out, train
+
     # ------------------------------------------------------------ records
     def iter_tables(self, chunk_rows: int = 65536) -> Iterator[pa.Table]:
         cols = self.columns()
         schema = self.raw_schema()
+        folds, train_fold = self.fold_of_conformers() if self.has_folds() else ({}, None)
         label_cols = [label_column(f, t) for f, t in self.labels()]
         sd = self.src.outlier_sd
         if sd is not None:
@@ -258,6 +279,10 @@ class QmugsSummarySource(Source):
                     vals = self._null_outliers(vals, lc, row0, out["source_id"])
                 out[lc] = vals
             out["reject"] = pa.array(merge_reasons(*reasons), pa.string())
+            if self.has_folds():
+                default = "train" if train_fold == "whole" else None
+                out["fold"] = pa.array([folds.get(v, default) if v is not None else None
+                                        for v in out["source_id"].to_pylist()], pa.string())
             yield pa.table({k: out[k] for k in schema.names}, schema=schema)
             row0 += n
         if sd is not None:

@@ -30,6 +30,7 @@ from mfray.results.record import RunRecord
 from mfray.results.store import ResultsStore
 from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, TaskPlan, baseline_identity, refit_identity, run_key
 from mfray.run.study.space import resolve_config, suggest
+from mfray.run.study.spec import AUTO
 from mfray.run.study.trial import TrialContext, baseline, export_lf_outputs, hf_trial, refit
 from mfray.utils.errors import MfrayError
 
@@ -407,6 +408,91 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
             hb.state["runs_done"] = done
 
 
+#: the strategy name of the runs a study's per-task selection records
+SELECTED = "selected"
+
+
+def selection_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None], task_names: dict[str, str]) -> None:
+    """Per (task, setting): among the methods this plan ran (each per-strategy search's refits and, in
+    the transductive setting, the baselines), the one with the best mean validation metric over the
+    split seeds is recorded again as strategy ``selected``, one run per seed (its test scores are the
+    chosen method's: the choice never looks at test). Skipped for a (task, setting) with fewer than two
+    candidates, or until every candidate has all its seeds."""
+    import numpy as np
+
+    from mfray.results.report import higher_is_better
+    from mfray.utils.hashing import hash_obj
+
+    sel = plan.study.selection
+    if not sel.enabled:
+        return
+    store = ResultsStore(plan.results.uri)
+    df = store.read(plan.study.name)
+    if df.is_empty():
+        return
+    import polars as pl
+
+    for task in plan.tasks:
+        tname = task_names.get(task.id)
+        if tname is None:
+            continue
+        for setting in plan.study.settings:
+            cand: dict[str, dict[int, str]] = {}  # method -> seed -> run key
+            for search in plan.searches:
+                if search.task.id != task.id or search.setting != setting or search.strategy == AUTO:
+                    continue
+                if not search.best.exists():
+                    continue
+                config = search.best.read_json()["config"]
+                cand[search.strategy] = {seed: run_key(refit_identity(plan, search, config, seed, tname))
+                                         for seed in task.seeds}
+            if setting == "transductive" and sel.include_baselines:
+                for b in plan.study.baselines:
+                    cand[b] = {seed: run_key(baseline_identity(plan, task, b, seed, tname)) for seed in task.seeds}
+            keys = {k for per in cand.values() for k in per.values()}
+            rows = df.filter(pl.col("run_key").is_in(list(keys)))
+            have = set(rows["run_key"].unique().to_list())
+            complete = {m: per for m, per in cand.items() if set(per.values()) <= have}
+            if len(complete) < 2:
+                continue
+            valid = rows.filter((pl.col("fold") == "valid") & (pl.col("metric") == sel.metric))
+            scores = {}
+            for m, per in complete.items():
+                v = valid.filter(pl.col("run_key").is_in(list(per.values())))["value"].to_numpy()
+                v = v[np.isfinite(v)]
+                if len(v):
+                    scores[m] = float(v.mean())
+            if len(scores) < 2:
+                continue
+            best = (max if higher_is_better(sel.metric) else min)(scores, key=scores.get)
+            config_hash = hash_obj({"chosen": best, "metric": sel.metric,
+                                    "candidates": {m: sorted(per.values()) for m, per in complete.items()}})
+            for seed, key in complete[best].items():
+                runs = rows.filter(pl.col("run_key") == key)
+                first = runs.row(0, named=True)
+                # one method in every table, whatever it chose (the choice is in params_selected)
+                ident = {"study": plan.study.name, "task": tname, "setting": setting, "strategy": SELECTED,
+                         "readout": None, "model": SELECTED, "split_seed": int(seed), "config_hash": config_hash}
+                sel_key = run_key(ident)
+                if store.has_run(sel_key, plan.study.name):
+                    outcome.add("selection", "cached")
+                    continue
+                metrics: dict[str, dict[str, float]] = {}
+                for f, m, v in runs.select("fold", "metric", "value").iter_rows():
+                    metrics.setdefault(f, {})[m] = v
+                rec = RunRecord(study=plan.study.name, task=tname, dataset=task.dataset, setting=setting,
+                                censored=first["censored"], strategy=SELECTED, model=SELECTED,
+                                readout=None, split_seed=int(seed), metrics=metrics,
+                                params={"selected": best, "selected_run": key, "selection_metric": sel.metric,
+                                        "valid_scores": scores},
+                                n_train_hf=first["n_train_hf"], config_hash=config_hash, best_epoch=first["best_epoch"],
+                                trial_id=first["trial_id"], started_at=first["started_at"], finished_at=first["finished_at"])
+                store.append_run(rec)
+                outcome.add("selection", "ran")
+            log(f"selection {task.dataset} {setting}: {best} (valid {sel.metric} "
+                + ", ".join(f"{m} {v:.3f}" for m, v in sorted(scores.items(), key=lambda x: x[1])) + ")")
+
+
 def task_names(plan: StudyPlan) -> dict[str, str]:
     """Result-row task names per planned task (needs the featurised stores)."""
     import polars as pl
@@ -479,6 +565,8 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutco
                 log(f"search {search.label} failed: {type(e).__name__}: {e}")
         hb.phase("runs")
         runs_step(plan, outcome, log, names, hb)
+        hb.phase("selection")
+        selection_step(plan, outcome, log, names)
         outcome.seconds = time.perf_counter() - t0
         hb.finish("finished" if not outcome.failures else "finished with failures",
                   counts=outcome.counts, failures=outcome.failures, seconds=outcome.seconds)

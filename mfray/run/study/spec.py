@@ -62,6 +62,19 @@ SEARCHABLE = ("strategy", "lr", "batch_size", "weight_decay", "kl_weight", "hidd
               "head_hidden_dim", "encoder", *SPECIAL_KEYS)
 
 
+def _typed(adapter: Any, overrides: dict[str, Any], section: str) -> None:
+    """Validate ``overrides`` against the types of the config they override (a TrainConfig or ModelSpec);
+    the error names ``section.key`` and what was expected."""
+    from pydantic import ValidationError
+
+    try:
+        adapter.validate_python(overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"{section}.{key} = {first.get('input')!r}: {first['msg']}") from None
+
+
 def _registered(names: list[str], registry: Any, what: str) -> list[str]:
     for n in names:
         if n not in registry:
@@ -161,6 +174,17 @@ class FailureSpec(_Spec):
     on_error: Literal["continue", "stop"] = "continue"
 
 
+class SelectionSpec(_Spec):
+    """Choosing the strategy per task: once every per-strategy search (and baseline) has refitted on all
+    split seeds, the method with the best mean validation ``metric`` is recorded again as strategy
+    ``selected`` (test scores untouched by the choice), beside the methods it chose among."""
+
+    enabled: bool = True
+    #: a metric every candidate records on the valid fold (rmse, mae: lower is better; r2, ...: higher)
+    metric: str = "rmse"
+    include_baselines: bool = True
+
+
 class TaskRef(_Spec):
     """One task: a dataset (spec name or path), optionally its HF target(s) and LF input target.
 
@@ -199,6 +223,7 @@ class StudySpec(_Spec):
     search: SearchSpec = SearchSpec()
     resources: ResourcesSpec = ResourcesSpec()
     failure: FailureSpec = FailureSpec()
+    selection: SelectionSpec = SelectionSpec()
     spec_path: str | None = None
 
     @field_validator("strategies")
@@ -221,6 +246,12 @@ class StudySpec(_Spec):
         bad = [k for k in v if k not in TRAIN_KEYS]
         if bad:
             raise ValueError(f"unknown train setting(s) {bad}; allowed: {', '.join(TRAIN_KEYS)}")
+        # the values are TrainConfig overrides: typed and checked here, not in a Ray trial later
+        from pydantic import TypeAdapter
+
+        from mfray.train.loop import TrainConfig
+
+        _typed(TypeAdapter(TrainConfig), v, "train")
         return v
 
     @field_validator("model")
@@ -230,6 +261,23 @@ class StudySpec(_Spec):
         if bad:
             raise ValueError(f"unknown model setting(s) {bad}; allowed: {', '.join(MODEL_KEYS)} "
                              "(readout is searched or set per strategy; readout options go in [readout_kwargs.<name>])")
+        from pydantic import TypeAdapter
+
+        from mfray.models.spec import ModelSpec
+
+        _typed(TypeAdapter(ModelSpec), v, "model")
+        return v
+
+    @field_validator("readout_kwargs")
+    @classmethod
+    def _readout_kwargs(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from mfray.nn import READOUTS
+        from mfray.utils.registry import check_kwargs
+
+        for name, kw in v.items():
+            if name not in READOUTS:
+                raise ValueError(f"unknown readout {name!r}; registered: {', '.join(READOUTS.names())}")
+            check_kwargs(READOUTS.get(name), {"in_dim": 1, **kw}, what=f"readout {name!r} (readout_kwargs.{name})")
         return v
 
     @model_validator(mode="after")
