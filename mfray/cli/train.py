@@ -30,6 +30,9 @@ def _train_args(p, lr: float | None, batch: int, epochs: int, patience: int) -> 
     g.add_argument("--patience", type=int, default=patience, metavar="N",
                    help=f"early-stopping patience in epochs, 0 = off (default {patience})")
     g.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
+    g.add_argument("--preset", choices=("default", "paper"), default="default",
+                   help="paper: the reference implementation's protocol (early stopping and LR schedule on the total "
+                   "validation loss, raw LF inputs, reconstruction negatives over the whole batch); flags above still apply")
 
 
 def add_parser(sub) -> None:
@@ -107,8 +110,9 @@ def _model_overrides(args) -> dict:
 def _train_config(args, seed: int):
     from mfray.train.loop import TrainConfig
 
-    return TrainConfig(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-                       seed=seed, num_threads=args.threads)
+    kw = dict(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
+              seed=seed, num_threads=args.threads)
+    return TrainConfig.paper(**kw) if getattr(args, "preset", "default") == "paper" else TrainConfig(**kw)
 
 
 def _write_config(path: Path, obj: dict) -> None:

@@ -170,7 +170,8 @@ def test_study_under_two_censored_policies(ray_local, censored_store, tmp_path):
     assert plans["censored"].searches[0].key != plans["drop"].searches[0].key
     df = ResultsStore(str(tmp_path / "st" / "results")).read(study="cens")
     assert sorted(df["censored"].unique().to_list()) == ["censored", "drop"]
-    assert df.select("run_key").n_unique() == 4  # base and lf_linear under each policy
+    # base and lf_linear under each policy, and the selection among them under each policy
+    assert df.select("run_key").n_unique() == 6 and df.filter(pl.col("strategy") == "selected")["censored"].n_unique() == 2
     test = df.filter(pl.col("fold") == "test")
     assert {"censored_acc", "active_auroc", "n_fitted", "n_censored"} <= set(test["metric"].to_list())
     fit_on = df.filter(pl.col("strategy") == "lf_linear").group_by("censored").agg(pl.col("params_fit_on").first())
@@ -213,9 +214,9 @@ def test_inductive_study_with_lf_model_strategies(ray_local, demo_store, tmp_pat
         seen = pl.read_parquet(Path(lf.location.path) / LF_MOLECULES)["mol_id"]
         assert seen.len() > 0 and not seen.is_in(held.tolist()).any(), "an inductive LF model saw a new molecule"
     df = ResultsStore(plan.results.uri).read(study="ind")
-    assert set(df["strategy"].unique().to_list()) == set(spec["strategies"])
+    assert set(df["strategy"].unique().to_list()) == {*spec["strategies"], "selected"}
     assert set(df["setting"].unique().to_list()) == {"inductive"}
     runs = df.filter((pl.col("fold") == "test") & (pl.col("metric") == "r2"))
-    assert runs.height == 5 * 2 and runs["value"].is_not_nan().all()
+    assert runs.height == 6 * 2 and runs["value"].is_not_nan().all()
     tr = df.filter(pl.col("strategy") == "tune_readout").select("readout").unique()["readout"].to_list()
     assert tr == ["set_transformer"]  # the built model's (the LF model's readout)

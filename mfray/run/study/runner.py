@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 from mfray.results.record import RunRecord
 from mfray.results.store import ResultsStore
-from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, TaskPlan, baseline_identity, refit_identity, run_key
+from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, TaskPlan, run_key
 from mfray.run.study.space import resolve_config, suggest
 from mfray.run.study.spec import AUTO
+from mfray.run.study.steps import Step, study_steps
 from mfray.run.study.trial import TrialContext, baseline, export_lf_outputs, hf_trial, refit
 from mfray.utils.errors import MfrayError
 
@@ -123,12 +124,17 @@ def _optuna_storage(spec: str | None, base_dir):
 
 
 # ------------------------------------------------------------------------------------- steps
+def study_steps_of(plan: StudyPlan, kind: str) -> list[Step]:
+    """The plan's steps of one kind that need no results-store look-up."""
+    return study_steps(plan, kinds=(kind,))
+
+
 def featurize_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
-    from mfray.data.store import MANIFEST
     from mfray.run.featurize import featurize_dataset
 
-    for task in plan.tasks:
-        if os.path.exists(os.path.join(task.store_path, MANIFEST)):
+    for step in study_steps_of(plan, "featurise"):
+        task = step.target
+        if step.done:
             outcome.add("featurise", "cached")
             continue
         log(f"featurise {task.dataset} (Ray Data)")
@@ -162,8 +168,9 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
         if p.use_gpu and ray.cluster_resources().get("GPU", 0) < 1:
             raise MfrayError("pretrain.use_gpu = true, but this machine's Ray has no GPU (set use_gpu = false, or "
                              "submit the study to a cluster with `ray job submit`)")
-    for lf in plan.lf:
-        if lf.checkpoint.exists():
+    for step in study_steps_of(plan, "pretrain"):
+        lf = step.target
+        if step.done:
             outcome.add("pretrain", "cached")
             continue
         # pretrain.batch_size is the global batch (the paper's 512 whatever the worker count); Ray Train
@@ -195,13 +202,12 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
 def outputs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
     import ray
 
-    needed: dict[str, LFPlan] = {s.outputs_lf.key: s.outputs_lf for s in plan.searches if s.outputs_lf}
-    todo = []
-    for lf in needed.values():
-        if lf.outputs.exists():
+    todo: list[LFPlan] = []
+    for step in study_steps_of(plan, "lf outputs"):
+        if step.done:
             outcome.add("lf outputs", "cached")
         else:
-            todo.append(lf)
+            todo.append(step.target)
     if not todo:
         return
     task = ray.remote(num_cpus=1)(export_lf_outputs)
@@ -323,35 +329,23 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
 
     study = plan.study
     store = ResultsStore(plan.results.uri)
-    jobs: list[_Job] = []
-    for search in plan.searches:
-        if not search.best.exists():
-            continue
-        best = search.best.read_json()
-        config = best["config"]
-        ctx = _context(plan, search.task, search)
-        for seed in search.task.seeds:
-            ident = refit_identity(plan, search, config, seed, task_names[search.task.id])
-            jobs.append(_Job("refit", ident, run_key(ident), ctx, config, seed, best["trial_id"],
-                             name=f"{search.label} seed {seed}"))
-    for task in plan.tasks:
-        if not study.baselines:
-            break
-        ctx = _context(plan, task)
-        for name in study.baselines:
-            for seed in task.seeds:
-                ident = baseline_identity(plan, task, name, seed, task_names[task.id])
-                jobs.append(_Job("baseline", ident, run_key(ident), ctx, {"baseline": name, "grid": study.baseline_grid},
-                                 seed, name=f"{task.dataset} {name} seed {seed}"))
-    todo = []
-    for job in jobs:
-        if store.has_run(job.key, study.name):
+    steps = [s for s in study_steps(plan, set(store.run_keys(study.name)), task_names, ("runs", "baselines"))
+             if s.target is not None]
+    todo: list[_Job] = []
+    for step in steps:
+        if step.done:
             outcome.add("runs", "cached")
+        elif step.kind == "runs":
+            search, config, seed, trial_id = step.target
+            todo.append(_Job("refit", step.identity, step.key, _context(plan, search.task, search), config, seed,
+                             trial_id, name=step.name))
         else:
-            todo.append(job)
+            task, name, seed = step.target
+            todo.append(_Job("baseline", step.identity, step.key, _context(plan, task),
+                             {"baseline": name, "grid": study.baseline_grid}, seed, name=step.name))
     if not todo:
         return
-    log(f"runs: {len(todo)} to fit ({len(jobs) - len(todo)} already in the results store)")
+    log(f"runs: {len(todo)} to fit ({len(steps) - len(todo)} already in the results store)")
     res = {"num_cpus": study.resources.cpus_per_trial, "num_gpus": study.resources.gpus_per_trial}
     refit_remote = ray.remote(refit).options(**res)
     baseline_remote = ray.remote(baseline).options(num_cpus=1)
@@ -432,23 +426,24 @@ def selection_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], 
         return
     import polars as pl
 
+    steps = study_steps(plan, set(store.run_keys(plan.study.name)), task_names, ("runs", "baselines"))
     for task in plan.tasks:
         tname = task_names.get(task.id)
         if tname is None:
             continue
         for setting in plan.study.settings:
             cand: dict[str, dict[int, str]] = {}  # method -> seed -> run key
-            for search in plan.searches:
-                if search.task.id != task.id or search.setting != setting or search.strategy == AUTO:
+            for step in steps:
+                if step.target is None:
                     continue
-                if not search.best.exists():
-                    continue
-                config = search.best.read_json()["config"]
-                cand[search.strategy] = {seed: run_key(refit_identity(plan, search, config, seed, tname))
-                                         for seed in task.seeds}
-            if setting == "transductive" and sel.include_baselines:
-                for b in plan.study.baselines:
-                    cand[b] = {seed: run_key(baseline_identity(plan, task, b, seed, tname)) for seed in task.seeds}
+                if step.kind == "runs":
+                    search, _, seed, _ = step.target
+                    if search.task.id != task.id or search.setting != setting or search.strategy == AUTO:
+                        continue
+                    cand.setdefault(search.strategy, {})[seed] = step.key
+                elif setting == "transductive" and sel.include_baselines and step.target[0].id == task.id:
+                    _, b, seed = step.target
+                    cand.setdefault(b, {})[seed] = step.key
             keys = {k for per in cand.values() for k in per.values()}
             rows = df.filter(pl.col("run_key").is_in(list(keys)))
             have = set(rows["run_key"].unique().to_list())
@@ -553,7 +548,7 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutco
             hb.phase("lf outputs")
             outputs_step(plan, outcome, log)
         hb.phase("search")
-        for search in plan.searches:
+        for search in (step.target for step in study_steps_of(plan, "search")):
             try:
                 search_step(plan, search, outcome, log)
             except MfrayError:

@@ -51,7 +51,7 @@ from mfray.utils.io import read_toml_file
 
 #: TrainConfig fields a study may set or search
 TRAIN_KEYS = ("lr", "batch_size", "max_epochs", "patience", "lr_factor", "lr_patience", "weight_decay",
-              "task_weight", "recon_weight", "kl_weight", "num_threads", "device")
+              "task_weight", "recon_weight", "kl_weight", "num_threads", "device", "monitor", "scale_aux", "negatives")
 #: ModelSpec fields a study may set or search
 MODEL_KEYS = ("encoder", "hidden_dim", "num_layers", "vgae", "latent_dim", "head_hidden_dim", "encoder_kwargs",
               "head_kwargs")
@@ -156,8 +156,8 @@ class PretrainSpec(_Spec):
     cpus_per_worker: float = Field(default=1, gt=0)  # also the worker's torch threads
     max_failures: int = Field(default=1, ge=-1)  # worker failures Ray Train recovers from (from the last checkpoint)
     #: LF readout(s) each pretrained strategy may start from (searched when more than one)
-    readouts: dict[str, list[str]] = Field(default_factory=lambda: {"tune_vgae": ["sum"],
-                                                                     "tune_readout": ["set_transformer"]})
+    #: (default: each strategy's own ``default_readout``)
+    readouts: dict[str, list[str]] = Field(default_factory=dict)
     #: the LF model whose predictions/embeddings feed predicted_label, hybrid_label and embeddings
     artifact_readout: str = "set_transformer"
     seed: int = 0

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mfray.results.store import ResultsStore
-from mfray.run.study.plan import StudyPlan, baseline_identity, refit_identity, run_key
+from mfray.run.study.plan import StudyPlan
+from mfray.run.study.steps import study_steps
 
 #: a driver whose heartbeat is older than this is taken to be gone
 STALE_SECONDS = 60
@@ -79,66 +80,36 @@ def _gone(driver: dict[str, Any]) -> bool:
     return False
 
 
-def _ray_dir_exists(plan: StudyPlan, name: str) -> bool:
-    return plan.ray_storage.child(name).exists()
-
-
 def study_status(plan: StudyPlan) -> StudyStatus:
-    import os
-
-    from mfray.data.store import MANIFEST
+    """The state of every step of :func:`mfray.run.study.steps.study_steps`: done from its output; a step
+    not done is running or interrupted when Ray left a trace of it (by the driver's liveness), failed when
+    its search recorded no finished trial, else pending."""
+    from mfray.run.study.runner import task_names
 
     driver_loc = plan.study_dir.child("driver.json")
     driver = driver_loc.read_json() if driver_loc.exists() else None
     live = driver is not None and driver.get("state") == "running"
     st = StudyStatus(study=plan.study.name, driver=driver, missing=list(plan.missing))
-    for t in plan.tasks:
-        done = os.path.exists(os.path.join(t.store_path, MANIFEST))
-        st.steps.append(StepStatus("featurise", t.dataset, "done" if done else "pending"))
-    for lf in plan.lf:
-        if lf.checkpoint.exists():
-            state, detail = "done", ""
-        elif _ray_dir_exists(plan, f"lf-{lf.key}"):
-            state, detail = ("running" if live else "interrupted"), "resumes from its last checkpoint"
-        else:
-            state, detail = "pending", ""
-        st.steps.append(StepStatus("pretrain", f"{lf.dataset}/{lf.readout} [{lf.key}]", state, detail))
     store = ResultsStore(plan.results.uri)
-    names: dict[str, str] = {}
-    from mfray.run.study.runner import task_names
-
-    names = task_names(plan)  # tasks not featurised yet are absent: their runs are pending
-    for s in plan.searches:
-        label = f"{s.label} [{s.key}]"
-        if s.best.exists():
-            best = s.best.read_json()
-            failed = f", {best['n_failed']} trial(s) failed" if best.get("n_failed") else ""
-            st.steps.append(StepStatus("search", label, "done",
-                                       f"{best['n_trials']} trials, best valid loss {best['valid_loss']:.4f}{failed}"))
-            tname = names.get(s.task.id)
-            for seed in s.task.seeds:
-                if tname is None:
-                    st.steps.append(StepStatus("runs", f"{s.label} seed {seed}", "pending"))
-                    continue
-                key = run_key(refit_identity(plan, s, best["config"], seed, tname))
-                st.steps.append(StepStatus("runs", f"{s.label} seed {seed}",
-                                           "done" if store.has_run(key, plan.study.name) else "pending"))
-        elif s.trials.exists():
-            errs = [t for t in s.trials.read_json()["trials"] if t["status"] == "error"]
-            st.steps.append(StepStatus("search", label, "failed",
-                                       f"no trial finished; {len(errs)} error(s), e.g. {errs[0]['error'] if errs else '?'}"))
-        elif any(p.name.startswith(f"search-{s.key}") for p in _ray_children(plan)):
-            st.steps.append(StepStatus("search", label, "running" if live else "interrupted"))
-        else:
-            st.steps.append(StepStatus("search", label, "pending"))
-    for t in plan.tasks:
-        tname = names.get(t.id)
-        for b in plan.study.baselines:
-            for seed in t.seeds:
-                state = "pending"
-                if tname is not None and store.has_run(run_key(baseline_identity(plan, t, b, seed, tname)), plan.study.name):
-                    state = "done"
-                st.steps.append(StepStatus("baselines", f"{t.dataset} {b} seed {seed}", state))
+    ray_dirs = [p.name for p in _ray_children(plan)]
+    steps = study_steps(plan, set(store.run_keys(plan.study.name)), task_names(plan))
+    for step in steps:
+        state, detail = ("done" if step.done else "pending"), ""
+        if step.kind == "pretrain" and not step.done and f"lf-{step.key}" in ray_dirs:
+            state, detail = ("running" if live else "interrupted"), "resumes from its last checkpoint"
+        elif step.kind == "search":
+            s = step.target
+            if step.done:
+                best = s.best.read_json()
+                failed = f", {best['n_failed']} trial(s) failed" if best.get("n_failed") else ""
+                detail = f"{best['n_trials']} trials, best valid loss {best['valid_loss']:.4f}{failed}"
+            elif s.trials.exists():
+                errs = [t for t in s.trials.read_json()["trials"] if t["status"] == "error"]
+                state = "failed"
+                detail = f"no trial finished; {len(errs)} error(s), e.g. {errs[0]['error'] if errs else '?'}"
+            elif any(n.startswith(f"search-{s.key}") for n in ray_dirs):
+                state = "running" if live else "interrupted"
+        st.steps.append(StepStatus(step.kind, step.name, state, detail))
     return st
 
 
