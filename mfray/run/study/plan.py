@@ -24,7 +24,7 @@ from mfray.data.sources import build_source
 from mfray.data.specs import DatasetSpec
 from mfray.data.store import GraphStore, default_root, store_key
 from mfray.results.record import make_run_key
-from mfray.run.study.space import candidates, lf_model_config
+from mfray.run.study.space import candidates, lf_model_config, resolved_train
 from mfray.run.study.spec import AUTO, StudySpec, TaskRef
 from mfray.transfer import MODEL_OUTPUTS, get_strategy
 from mfray.utils.errors import MfrayError, SpecError
@@ -249,7 +249,7 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
                 ident = {
                     "task": task.ident, "setting": setting, "strategy": name, "seed": task.seeds[study.search.seed_index],
                     "search": study.search.model_dump(mode="json", exclude={"storage", "max_concurrent_trials", "checkpoint_every"}),
-                    "train": study.train, "model": study.model, "readout_kwargs": study.readout_kwargs,
+                    "train": resolved_train(study), "model": study.model, "readout_kwargs": study.readout_kwargs,
                     "lf": sorted(p.key for p in lf.values()), "outputs_lf": outputs_lf.key if outputs_lf else None,
                     "lf_inputs": study.lf_inputs,
                 }

@@ -65,13 +65,15 @@ def resolve_config(study: StudySpec, strategy: str, params: dict[str, Any]) -> d
 
     Keys: strategy, readout (None for strategies that keep their LF model's), lf_readout, freeze (list
     of stages or None for the strategy's default), unfreeze_epoch, model (ModelSpec overrides), train
-    (TrainConfig overrides, without the seed; ``lr`` defaults to the strategy's).
+    (every TrainConfig field but the seed, the study's ``[train]`` over the defaults; ``lr`` defaults to
+    the strategy's).
     """
     if strategy == AUTO:
         strategy = params["strategy"]
     s = get_strategy(strategy)
-    train = {**study.train, **{k: params[k] for k in _TRAIN if k in params}}
-    train.setdefault("lr", s.lr)
+    train = {**resolved_train(study), **{k: params[k] for k in _TRAIN if k in params}}
+    if train.get("lr") is None:
+        train["lr"] = s.lr
     own = s.resolve(study, params)
     model = own["model"]
     if "head_hidden_dim" in params:
@@ -79,6 +81,18 @@ def resolve_config(study: StudySpec, strategy: str, params: dict[str, Any]) -> d
     unfreeze = params.get("unfreeze_epoch")
     return {"strategy": strategy, "readout": own["readout"], "lf_readout": own["lf_readout"], "freeze": own["freeze"],
             "unfreeze_epoch": None if unfreeze is None else int(unfreeze), "model": model, "train": train}
+
+
+def resolved_train(study: StudySpec) -> dict[str, Any]:
+    """The study's ``[train]`` over every TrainConfig default (without the seed): what a run's key is made
+    of, so that a change of mfray's defaults is a new run, not a silently reused one."""
+    from dataclasses import asdict
+
+    from mfray.train.loop import TrainConfig
+
+    out = {**asdict(TrainConfig(lr=None)), **study.train}
+    out.pop("seed")
+    return out
 
 
 def lf_model_config(study: StudySpec, readout: str) -> dict[str, Any]:
