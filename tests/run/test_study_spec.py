@@ -36,6 +36,10 @@ def test_unknown_key_names_file_and_key(tmp_path):
     ({"search": {"space": {"freeze": ["head"]}}}, "freeze choices"),
     ({"train": {"epochs": 3}}, "unknown train setting"),
     ({"settings": ["inductive"], "strategies": ["label"]}, "inductive"),
+    ({"train": {"lr": "fast"}}, "train.lr = 'fast': Input should be a valid number"),
+    ({"train": {"max_epochs": "ten"}}, "train.max_epochs = 'ten': Input should be a valid integer"),
+    ({"model": {"hidden_dim": "wide"}}, "model.hidden_dim = 'wide'"),
+    ({"readout_kwargs": {"set_transformer": {"num_head": 4}}}, "unknown argument(s) ['num_head'] for readout 'set_transformer'"),
 ])
 def test_bad_specs_say_what_is_wrong(patch, needle):
     with pytest.raises(SpecError) as e:
