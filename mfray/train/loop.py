@@ -202,6 +202,9 @@ def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str,
     reconstruction and KL, per batch, as the reference's ``val_total_loss``) summed over graphs."""
     model.eval()
     total, n = 0.0, 0
+    # the reconstruction's negatives come from a generator of their own, seeded alike at every evaluation:
+    # the validation loss does not jitter from epoch to epoch, and training's random stream is untouched
+    gen = torch.Generator(device=device).manual_seed(cfg.seed if cfg is not None else 0)
     for g, y, aux, censor in data.batches(batch_size, shuffle=False, drop_last_single=False):
         g, y = g.to(device), y.to(device)
         aux = aux.to(device) if aux is not None else None
@@ -210,7 +213,8 @@ def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str,
         if cfg is not None and cfg.monitor == "total":
             loss = cfg.task_weight * _task_loss(out.pred, y, model.spec.task_type, censor)
             if vgae_terms and out.mu is not None:
-                loss = (loss + cfg.recon_weight * recon_loss(out.mu, g.edge_index, g.batch, negatives=cfg.negatives)
+                loss = (loss + cfg.recon_weight * recon_loss(out.mu, g.edge_index, g.batch, generator=gen,
+                                                             negatives=cfg.negatives)
                         + cfg.kl_weight * kl_loss(out.mu, out.logstd, g.batch))
             total += float(loss) * g.num_graphs
             n += g.num_graphs
@@ -412,6 +416,16 @@ def fit(
             "seconds": seconds_before + time.perf_counter() - t_start, "resumed_from_epoch": resumed_from,
         }
 
+    if resume is None:
+        # the starting point is a candidate too: a model that only gets worse on validation returns to
+        # it (for delta, the lf_linear floor; for a fine-tuned LF model, the transferred weights)
+        train_mode(model, frozen)
+        model.eval()
+        vt, vn = _eval_sums(model, valid, max(cfg.batch_size, 256), device, cfg, plan.vgae_losses)
+        if distributed:
+            vt, vn = _all_reduce([vt, vn], device)
+        if vn:
+            best_loss, best_epoch = vt / vn, -1
     net = _wrap_ddp(model, device) if distributed else None
     for epoch in range(start, cfg.max_epochs):
         if stopped:

@@ -144,8 +144,9 @@ def test_frozen_stages_stay_bit_identical(name, setting, demo_store, seed, lf_mo
     assert any("running_mean" in k for k in enc)
     changed = [k for k in enc if not torch.equal(before[k], after[k])]
     assert not changed, f"{name}: frozen encoder tensors changed: {changed[:3]}"
-    head = [k for k in after if k.startswith("head.") and after[k].is_floating_point() and "running" not in k]
-    assert any(not torch.equal(before[k], after[k]) for k in head if k in before)
+    if res.fit.best_epoch >= 0:  # trained weights kept (not the starting point): the head did train
+        head = [k for k in after if k.startswith("head.") and after[k].is_floating_point() and "running" not in k]
+        assert any(not torch.equal(before[k], after[k]) for k in head if k in before)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -78,3 +78,26 @@ def test_delta_starts_at_the_lf_linear_floor(demo_store, demo_spec):
     trained = train_hf(task, HFRunConfig(strategy="delta", model=SMALL,
                                          train=TrainConfig(lr=3e-3, max_epochs=3, patience=0)))
     assert not np.allclose(trained.predictions["y_pred"].to_numpy(), untrained.predictions["y_pred"].to_numpy())
+
+
+def test_delta_with_a_constant_lf_input_starts_at_the_mean(demo_store, demo_spec):
+    """An LF input that never varies says nothing: the line is the training mean, not an error."""
+    task = load_task(demo_store, demo_spec.split.seeds[0])
+    for f in ("train", "valid", "test"):
+        task.folds[f].aux["lf_label"] = np.full_like(task.folds[f].aux["lf_label"], 20.0)
+    res = train_hf(task, HFRunConfig(strategy="delta", model=SMALL, train=TrainConfig(max_epochs=0)))
+    test = res.predictions.filter(pl.col("fold") == "test")["y_pred"].to_numpy()
+    assert np.allclose(test, float(np.nanmean(task.train.y)), atol=1e-4)
+
+
+def test_the_starting_point_is_a_candidate_for_the_best_epoch(demo_store, demo_spec):
+    """The untrained model's validation loss is measured: training keeps a later epoch only if it is
+    better, so delta is never worse than its starting point, the floor, on validation."""
+    task = load_task(demo_store, demo_spec.split.seeds[0])
+    cfg = dict(strategy="delta", model=SMALL)
+    floor = train_hf(task, HFRunConfig(**cfg, train=TrainConfig(max_epochs=0, monitor="task")))
+    assert floor.fit.best_epoch == -1 and np.isfinite(floor.fit.best_valid_loss)
+    trained = train_hf(task, HFRunConfig(**cfg, train=TrainConfig(lr=3e-3, max_epochs=4, patience=0, monitor="task")))
+    assert trained.fit.best_valid_loss <= floor.fit.best_valid_loss
+    if trained.fit.best_epoch == -1:
+        assert np.allclose(trained.predictions["y_pred"].to_numpy(), floor.predictions["y_pred"].to_numpy(), atol=1e-5)
