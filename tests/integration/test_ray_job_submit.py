@@ -115,7 +115,9 @@ def test_smoke_study_as_a_ray_job(local_head, repo, tmp_path):
     files = sorted((storage / "results" / "study=demo-smoke").glob("run-*.parquet"))
     df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
     runs = df.select("strategy", "split_seed").unique()
-    # 5 strategies + 2 baselines, 2 seeds each; one part (and one row set) per run
-    assert runs.height == 14 and len(files) == 14
-    assert set(df["strategy"]) == {"base", "label", "predicted_label", "embeddings", "tune_readout", "lf_linear", "rf"}
+    # 5 strategies + 2 baselines + the per-task selection, 2 seeds each; one part (and one row set) per run
+    assert runs.height == 16 and len(files) == 16
+    assert runs.filter(pl.col("strategy") == "selected").height == 2
+    assert set(df["strategy"]) == {"base", "label", "predicted_label", "embeddings", "tune_readout", "lf_linear", "rf",
+                                   "selected"}
     assert (storage / "lf").is_dir() and list(storage.glob("lf/*/lf.ckpt"))

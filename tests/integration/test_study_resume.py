@@ -123,14 +123,16 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
     assert m and int(m.group(1)) >= len(before) and int(m.group(1)) + int(m.group(2)) == 9, summary
 
     after = _parts(storage)
-    assert len(after) == 9  # (2 strategies + 1 baseline) x 3 seeds, one part each
+    # (2 strategies + 1 baseline) x 3 seeds, plus the per-task selection's 3 runs: one part each
+    assert len(after) == 12
     assert all(after[k] == v for k, v in before.items())  # parts written before the kill were not rewritten
     import polars as pl
 
     files = sorted((storage / "results" / "study=resume").glob("*.parquet"))
     df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")  # plain Polars, no mfray
     runs = df.select("strategy", "split_seed", "run_key").unique()
-    assert runs.height == 9 and runs.select("strategy", "split_seed").unique().height == 9
+    assert runs.height == 12 and runs.select("strategy", "split_seed").unique().height == 12
+    assert sorted(runs["strategy"].unique().to_list()) == ["base", "label", "lf_linear", "selected"]
     assert df.group_by("run_key", "fold", "metric").len()["len"].max() == 1  # no row twice
     for s in storage.glob("search/*/trials.json"):
         assert len(json.loads(s.read_text())["trials"]) == 3  # no extra trials after the restore
