@@ -21,7 +21,8 @@ def _model_args(p) -> None:
     g.add_argument("--layers", type=int, metavar="N", help="encoder layers (default 3)")
 
 
-def _train_args(p, lr: float | None, batch: int, epochs: int, patience: int) -> None:
+def _train_args(p, lr: float | None, batch: int, epochs: int, patience: int, precision: str = "32",
+                bucket: bool = False) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=epochs, metavar="N", help=f"maximum epochs (default {epochs})")
     g.add_argument("--lr", type=float, default=lr, help="learning rate (default: "
@@ -30,6 +31,14 @@ def _train_args(p, lr: float | None, batch: int, epochs: int, patience: int) -> 
     g.add_argument("--patience", type=int, default=patience, metavar="N",
                    help=f"early-stopping patience in epochs, 0 = off (default {patience})")
     g.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
+    g.add_argument("--precision", choices=("32", "bf16-mixed", "auto"), default=precision,
+                   help="forward passes in bf16 autocast (losses, weights, optimiser in fp32); auto = bf16-mixed where the "
+                   f"CPU (AMX / AVX-512 BF16) or GPU has fast bf16, else 32 (default {precision})")
+    g.add_argument("--bucket-by-size", action=argparse.BooleanOptionalAction, default=bucket,
+                   help="batches of molecules of similar size (less attention padding; default "
+                   f"{'on' if bucket else 'off'})")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute the readout's activations in the backward pass (less memory, more compute)")
     g.add_argument("--preset", choices=("default", "paper"), default="default",
                    help="paper: the reference implementation's protocol (early stopping and LR schedule on the total "
                    "validation loss, raw LF inputs, reconstruction negatives over the whole batch); flags above still apply")
@@ -71,7 +80,7 @@ def add_parser(sub) -> None:
     q.add_argument("--holdout-seeds", metavar="S1,S2", help="leave the valid and test molecules of these split seeds "
                    "out of pretraining (an LF model for the inductive setting); 'spec' = the dataset's seeds")
     _model_args(q)
-    _train_args(q, lr=5e-5, batch=512, epochs=10, patience=0)
+    _train_args(q, lr=5e-5, batch=512, epochs=10, patience=0, precision="auto", bucket=True)
     q.add_argument("--max-steps", type=int, metavar="N", help="at most N optimiser steps per epoch (per worker)")
     r = q.add_argument_group("Ray Train")
     r.add_argument("--workers", type=int, metavar="N", help="run on Ray Train with N data-parallel workers "
@@ -111,7 +120,8 @@ def _train_config(args, seed: int):
     from mfray.train.loop import TrainConfig
 
     kw = dict(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-              seed=seed, num_threads=args.threads)
+              seed=seed, num_threads=args.threads, precision=args.precision, bucket_by_size=args.bucket_by_size,
+              activation_checkpointing=args.activation_checkpointing)
     return TrainConfig.paper(**kw) if getattr(args, "preset", "default") == "paper" else TrainConfig(**kw)
 
 

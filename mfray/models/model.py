@@ -33,6 +33,11 @@ class ModelOutput:
     mu: torch.Tensor | None = None
     logstd: torch.Tensor | None = None
 
+    def float(self) -> ModelOutput:
+        """The same outputs as fp32 (after a bf16-autocast forward pass: losses and metrics run in fp32)."""
+        f = lambda t: None if t is None else t.float()  # noqa: E731
+        return ModelOutput(pred=f(self.pred), graph=f(self.graph), z=f(self.z), mu=f(self.mu), logstd=f(self.logstd))
+
 
 class MFModel(nn.Module):
     """A multi-fidelity GNN built from a :class:`ModelSpec` (use :func:`build_model`)."""

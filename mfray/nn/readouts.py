@@ -244,14 +244,35 @@ class MAB(nn.Module):
         b, n, d = x.shape
         return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # [B, H, L, d/H]
 
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None) -> Tensor:
+        """Multihead attention of projected ``query [B, Lq, dim]`` over ``key``/``value [B, Lk, dim]``."""
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        att = F.scaled_dot_product_attention(self._heads(query), self._heads(key), self._heads(value),
+                                             attn_mask=attn_mask)
+        return att.transpose(1, 2).reshape(query.shape)
+
+    def _out(self, query: Tensor, att: Tensor) -> Tensor:
+        h = self.ln0(query + att)
+        return self.ln1(h + F.relu(self.fc_o(h)))
+
     def forward(self, q: Tensor, k: Tensor, key_mask: Tensor | None = None) -> Tensor:
         query = self.fc_q(q)
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        att = F.scaled_dot_product_attention(
-            self._heads(query), self._heads(self.fc_k(k)), self._heads(self.fc_v(k)), attn_mask=attn_mask
-        )
-        h = self.ln0(query + att.transpose(1, 2).reshape(query.shape))
-        return self.ln1(h + F.relu(self.fc_o(h)))
+        return self._out(query, self._attend(query, self.fc_k(k), self.fc_v(k), key_mask))
+
+    def forward_packed(self, x: Tensor, packing: Packing) -> Tensor:
+        """Self-attention ``MAB(X, X)`` over packed rows ``x [N, k_dim]`` -> ``[N, dim]``: the dense maps
+        (projections, LayerNorms, ``fc_o``) see only the N real rows; only attention is padded."""
+        query = self.fc_q(x)
+        att = self._attend(packing.dense(query), packing.dense(self.fc_k(x)), packing.dense(self.fc_v(x)),
+                           packing.mask)
+        return self._out(query, packing.packed(att))
+
+    def forward_packed_keys(self, q: Tensor, x: Tensor, packing: Packing) -> Tensor:
+        """``MAB(Q, X)`` with dense queries ``q [B or 1, Lq, q_dim]`` (a ``[1, ...]`` query, e.g. PMA's
+        seeds, is projected once and shared) and packed keys ``x [N, k_dim]`` -> ``[B, Lq, dim]``."""
+        query = self.fc_q(q).expand(packing.num_graphs, -1, -1)
+        att = self._attend(query, packing.dense(self.fc_k(x)), packing.dense(self.fc_v(x)), packing.mask)
+        return self._out(query, att)
 
 
 class SAB(nn.Module):
@@ -266,6 +287,10 @@ class SAB(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.mab(x, x, mask)
+
+    def forward_packed(self, x: Tensor, packing: Packing) -> Tensor:
+        """``[N, in_dim]`` packed rows -> ``[N, dim]`` (see :meth:`MAB.forward_packed`)."""
+        return self.mab.forward_packed(x, packing)
 
 
 class PMA(nn.Module):
@@ -287,6 +312,42 @@ class PMA(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.mab(self.seeds.expand(x.size(0), -1, -1), x, mask)
+
+    def forward_packed(self, x: Tensor, packing: Packing) -> Tensor:
+        """Packed rows ``x [N, dim]`` -> ``[B, num_seeds, dim]``; the seeds are projected once."""
+        return self.mab.forward_packed_keys(self.seeds, x, packing)
+
+
+class Packing:
+    """Where each of N packed node rows sits in a padded ``[B, M]`` block (M = the batch's largest
+    molecule), and the key mask of that block.
+
+    ``dense(x [N, D]) -> [B, M, D]`` (zeros at padding) and ``packed(x [B, M, D]) -> [N, D]`` move rows
+    between the two layouts, so the Set Transformer's dense maps run on the N real rows and only
+    attention, which needs equal-length sets, sees the padded block. A molecule without nodes gets
+    its first padding slot unmasked (as :func:`_dense`), so it attends to a zero key, not to nothing.
+    """
+
+    def __init__(self, batch: Tensor, num_graphs: int) -> None:
+        counts = torch.bincount(batch, minlength=num_graphs)
+        self.num_graphs = num_graphs
+        self.max_len = max(int(counts.max()) if counts.numel() else 0, 1)
+        start = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(batch.numel(), device=batch.device) - start[batch]
+        self.index = batch * self.max_len + pos  # [N] row -> flat dense slot
+        mask = torch.zeros(num_graphs * self.max_len, dtype=torch.bool, device=batch.device)
+        mask[self.index] = True
+        mask = mask.view(num_graphs, self.max_len)
+        mask[:, 0] |= counts == 0
+        self.mask = mask
+
+    def dense(self, x: Tensor) -> Tensor:
+        out = x.new_zeros(self.num_graphs * self.max_len, x.size(-1))
+        out[self.index] = x
+        return out.view(self.num_graphs, self.max_len, x.size(-1))
+
+    def packed(self, x: Tensor) -> Tensor:
+        return x.reshape(self.num_graphs * self.max_len, x.size(-1))[self.index]
 
 
 def _dense(h: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
@@ -344,13 +405,37 @@ class SetTransformerReadout(Readout):
         self.lin_out = nn.Linear(hidden_dim, out_dim)
         self.reset_parameters()
 
+    #: run the encoder's dense maps on packed node rows (only attention is padded); False: the whole
+    #: padded block through every layer (the same function, for tests and benchmarks)
+    packed: bool = True
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Activation checkpointing: in training, keep only each block's input and recompute the rest
+        in the backward pass (less memory for ~1/3 more readout compute)."""
+        self.checkpointing = on
+
+    def _run(self, fn, *args):
+        if getattr(self, "checkpointing", False) and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
     def pool(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         if h.size(0) == 0:
             return h.new_zeros(num_graphs, self.out_dim)
-        x, mask = _dense(h, batch, num_graphs)
-        for sab in self.encoder:
-            x = sab(x, mask)
-        seeds = self.decoder_sab(self.pma(x, mask))
+        if self.packed:
+            packing = Packing(batch, num_graphs)
+            x = h
+            for sab in self.encoder:
+                x = self._run(lambda t, m=sab: m.forward_packed(t, packing), x)
+            pooled = self._run(lambda t: self.pma.forward_packed(t, packing), x)
+        else:
+            x, mask = _dense(h, batch, num_graphs)
+            for sab in self.encoder:
+                x = self._run(sab, x, mask)
+            pooled = self._run(self.pma, x, mask)
+        seeds = self._run(self.decoder_sab, pooled)
         return self.lin_out(seeds).mean(dim=1)
 
 
@@ -396,8 +481,7 @@ class GMTReadout(Readout):
     def pool(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         if h.size(0) == 0:
             return h.new_zeros(num_graphs, self.out_dim)
-        x, mask = _dense(self.lin_in(h), batch, num_graphs)
-        seeds = self.sab(self.pool_nodes(x, mask))
+        seeds = self.sab(self.pool_nodes.forward_packed(self.lin_in(h), Packing(batch, num_graphs)))
         return self.lin_out(self.pool_seeds(seeds)).squeeze(1)
 
 
@@ -420,5 +504,6 @@ __all__ = [
     "MAB",
     "SAB",
     "PMA",
+    "Packing",
     "count_parameters",
 ]

@@ -80,7 +80,8 @@ def run_name(store: GraphStore, cfg: LFRunConfig, num_workers: int) -> str:
     It hashes the store key and every setting that changes the training trajectory; ``max_epochs``,
     threads and the device are left out, so the same command with more epochs continues the run.
     """
-    train = {k: v for k, v in asdict(cfg.train).items() if k not in ("max_epochs", "num_threads", "device")}
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in ("max_epochs", "num_threads", "device",
+                                                                       "activation_checkpointing")}
     key = hash_obj({"store": store.manifest.get("key"), "dataset": store.manifest.get("dataset"),
                     "readout": cfg.readout, "model": cfg.model, "fidelity": cfg.fidelity,
                     "valid_fraction": cfg.valid_fraction, "max_molecules": cfg.max_molecules, "train": train,

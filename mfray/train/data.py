@@ -18,6 +18,9 @@ from torch_geometric.data import Batch
 from mfray.chem.featurizers import AtomFeaturizer, BondFeaturizer
 from mfray.data.collate import collate_graphs
 
+#: size-bucketed batches: molecules are sorted by atom count within chunks of this many batches
+BUCKET_CHUNK = 32
+
 
 class GraphBatch(NamedTuple):
     """One batch: the graphs, their targets ``y`` [B, T] (or None), augmentation ``aux`` [B, A] (or
@@ -76,13 +79,40 @@ class GraphDataset:
         """How many batches :meth:`batches` yields with these arguments."""
         return len(self._starts(batch_size, drop_last_single))
 
-    def batches(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
-                drop_last_single: bool = True) -> Iterator[GraphBatch]:
-        """Yield batches; with ``shuffle`` a permutation from ``rng``. A trailing batch of one graph is
-        merged into the previous one in training (BatchNorm cannot normalise a single sample)."""
+    @property
+    def n_atoms(self) -> np.ndarray:
+        """Atoms per molecule, in row order."""
+        if getattr(self, "_n_atoms", None) is None:
+            self._n_atoms = self.rows.column("n_atoms").to_numpy().astype(np.int64)
+        return self._n_atoms
+
+    def batch_indices(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
+                      drop_last_single: bool = True, bucket: bool = False) -> list[np.ndarray]:
+        """The row indices of each batch :meth:`batches` yields (every row exactly once).
+
+        ``shuffle``: a permutation from ``rng``. ``bucket`` (with ``shuffle``): size-bucketed batches,
+        the permutation is cut into chunks of :data:`BUCKET_CHUNK` batches, each chunk sorted by atom
+        count (stable), cut into batches, and the order of all batches shuffled: molecules of similar
+        size share a batch (little padding for attention readouts) while which molecules meet, and in
+        which order the batches come, stays random and seeded.
+        """
         n = len(self)
-        order = (rng or np.random.default_rng()).permutation(n) if shuffle else np.arange(n)
+        gen = rng or np.random.default_rng()
+        order = gen.permutation(n) if shuffle else np.arange(n)
+        if shuffle and bucket and n > batch_size:
+            chunk = batch_size * BUCKET_CHUNK
+            sizes = self.n_atoms[order]
+            order = np.concatenate([order[s:s + chunk][np.argsort(sizes[s:s + chunk], kind="stable")]
+                                    for s in range(0, n, chunk)])
         starts = self._starts(batch_size, drop_last_single)
-        for i, s in enumerate(starts):
-            e = starts[i + 1] if i + 1 < len(starts) else n
-            yield self.batch(order[s:e])
+        out = [order[s:(starts[i + 1] if i + 1 < len(starts) else n)] for i, s in enumerate(starts)]
+        if shuffle and bucket:
+            out = [out[i] for i in gen.permutation(len(out))]
+        return out
+
+    def batches(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
+                drop_last_single: bool = True, bucket: bool = False) -> Iterator[GraphBatch]:
+        """Yield batches (see :meth:`batch_indices`). A trailing batch of one graph is merged into the
+        previous one in training (BatchNorm cannot normalise a single sample)."""
+        for idx in self.batch_indices(batch_size, shuffle, rng, drop_last_single, bucket):
+            yield self.batch(idx)

@@ -31,7 +31,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -45,6 +45,7 @@ from mfray.models.model import MFModel
 from mfray.nn.vgae import kl_loss, recon_loss
 from mfray.transfer.base import FreezePlan
 from mfray.train.data import GraphDataset
+from mfray.train.precision import autocast, resolve_precision
 from mfray.utils.errors import MfrayError
 
 #: version of the fit state that :func:`fit` hands to ``on_checkpoint`` and accepts as ``resume``
@@ -92,6 +93,15 @@ class TrainConfig:
     #: pairs of different molecules: an easy target that leaves the latents to the task, the reference's)
     #: or "molecule" (within each molecule: a harder reconstruction that competes with the task)
     negatives: Literal["molecule", "batch"] = "batch"
+    #: "32", "bf16-mixed" (forward passes under bf16 autocast; losses, weights and optimiser in fp32) or
+    #: "auto": bf16-mixed where the device has fast bf16 (:mod:`mfray.train.precision`), else fp32
+    precision: Literal["32", "bf16-mixed", "auto"] = "32"
+    #: training batches of molecules of similar size (sorted by atom count within shuffled chunks of
+    #: ``BUCKET_CHUNK`` batches, batch order shuffled): less padding in attention readouts
+    bucket_by_size: bool = False
+    #: recompute the readout's activations in the backward pass instead of keeping them (less memory,
+    #: ~1/3 more readout compute); for readouts that support it (set_transformer, gmt)
+    activation_checkpointing: bool = False
 
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:
@@ -117,6 +127,7 @@ class EpochLog:
     train_seconds: float = 0.0
     graphs_per_s: float = 0.0
     steps: int = 0  # optimiser steps this epoch (each process takes the same number)
+    precision: str = "32"  # the forward passes' precision ("auto" resolved)
 
 
 @dataclass
@@ -181,8 +192,11 @@ def _task_loss(pred: torch.Tensor, y: torch.Tensor, task_type: str, censor: torc
 
 def _batch_loss(model: MFModel, g, y, aux, cfg: TrainConfig, vgae_terms: bool,
                 net: nn.Module | None = None, censor: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one batch; ``net`` (a DDP wrapper of ``model``) runs the forward pass when given."""
-    out = (net or model)(g, aux)
+    """Loss of one batch; ``net`` (a DDP wrapper of ``model``) runs the forward pass when given (under
+    autocast with ``cfg.precision``; the losses are computed in fp32)."""
+    with autocast(cfg.precision, cfg.device):
+        out = (net or model)(g, aux)
+    out = out.float()
     task = _task_loss(out.pred, y, model.spec.task_type, censor)
     loss = cfg.task_weight * task
     parts = {"task": float(task.detach())}
@@ -209,7 +223,9 @@ def _eval_sums(model: MFModel, data: GraphDataset, batch_size: int, device: str,
         g, y = g.to(device), y.to(device)
         aux = aux.to(device) if aux is not None else None
         censor = censor.to(device) if censor is not None else None
-        out = model(g, aux)
+        with autocast(cfg.precision if cfg is not None else "32", device):
+            out = model(g, aux)
+        out = out.float()
         if cfg is not None and cfg.monitor == "total":
             loss = cfg.task_weight * _task_loss(out.pred, y, model.spec.task_type, censor)
             if vgae_terms and out.mu is not None:
@@ -232,14 +248,17 @@ def evaluate_loss(model: MFModel, data: GraphDataset, batch_size: int, device: s
 
 @torch.no_grad()
 def predict(model: MFModel, data: GraphDataset, batch_size: int = 256, device: str = "cpu",
-            with_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Model outputs (scaled units; sigmoid for classification) and optionally graph embeddings."""
+            with_embeddings: bool = False, precision: str = "32") -> tuple[np.ndarray, np.ndarray | None]:
+    """Model outputs (scaled units; sigmoid for classification) and optionally graph embeddings, as
+    fp32 (``precision`` is the forward pass's, see :mod:`mfray.train.precision`)."""
     model.eval()
     preds, embs = [], []
     for g, _, aux, _ in data.batches(batch_size, shuffle=False, drop_last_single=False):
         g = g.to(device)
         aux = aux.to(device) if aux is not None else None
-        out = model(g, aux)
+        with autocast(precision, device):
+            out = model(g, aux)
+        out = out.float()
         p = torch.sigmoid(out.pred) if model.spec.task_type == "classification" else out.pred
         preds.append(p.cpu().numpy())
         if with_embeddings:
@@ -356,7 +375,12 @@ def fit(
     distributed = world_size > 1
     seed_everything(cfg.seed + rank, cfg.num_threads)
     device = cfg.device
+    # "auto" is decided once, on this device (and recorded in the history)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
     model.to(device)
+    set_checkpointing = getattr(model.readout, "set_checkpointing", None)
+    if cfg.activation_checkpointing and callable(set_checkpointing):
+        set_checkpointing(True)
     rng = np.random.default_rng(cfg.seed + rank)
     plan = freeze_plan or FreezePlan()
     frozen = freeze(model, plan.stages)
@@ -446,7 +470,7 @@ def fit(
         total, n, parts_sum = 0.0, 0, {}
         step = 0
         if steps > 0:
-            for g, y, aux, censor in train.batches(cfg.batch_size, shuffle=True, rng=rng):
+            for g, y, aux, censor in train.batches(cfg.batch_size, shuffle=True, rng=rng, bucket=cfg.bucket_by_size):
                 g, y = g.to(device), y.to(device)
                 aux = aux.to(device) if aux is not None else None
                 censor = censor.to(device) if censor is not None else None
@@ -479,7 +503,7 @@ def fit(
         log = EpochLog(epoch=epoch, train_loss=total / max(n, 1), valid_loss=val, lr=opt.param_groups[0]["lr"],
                        seconds=time.perf_counter() - t0, parts={k: v / max(n, 1) for k, v in parts_sum.items()},
                        graphs=int(n), train_seconds=train_s, graphs_per_s=n / train_s if train_s > 0 else 0.0,
-                       steps=step)
+                       steps=step, precision=cfg.precision)
         history.append(log)
         if val < best_loss - 1e-12:
             best_loss, best_epoch, stale = val, epoch, 0
@@ -496,6 +520,8 @@ def fit(
             on_checkpoint(state(epoch))
     model.load_state_dict(best_state)
     model.eval()
+    if cfg.activation_checkpointing and callable(set_checkpointing):
+        set_checkpointing(False)
     return FitResult(best_epoch=best_epoch, best_valid_loss=best_loss, epochs_run=len(history), history=history,
                      stopped_early=stopped, seconds=time.perf_counter() - t_start, resumed_from_epoch=resumed_from,
                      world_size=world_size)

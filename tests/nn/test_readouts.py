@@ -185,3 +185,84 @@ def test_an_empty_graph_in_the_batch_gives_finite_output(name):
         ref = readout(h[3:], torch.zeros(2, dtype=torch.long), 1)
     assert out.shape == (3, readout.out_dim) and torch.isfinite(out).all()
     torch.testing.assert_close(out[2], ref[0], atol=1e-5, rtol=1e-5)
+
+
+def _st_pair():
+    torch.manual_seed(0)
+    st = SetTransformerReadout(in_dim=D, hidden_dim=32, num_heads=4, num_seeds=4, out_dim=8)
+    return st
+
+
+def test_packed_set_transformer_equals_the_padded_one():
+    """The packed layout (dense maps on the N real rows, only attention padded) computes the same
+    function as passing the whole padded block through every layer: outputs and every gradient."""
+    st = _st_pair().train()
+    h, batch = embed([1, 7, 3, 12, 2], seed=3)
+    grads = {}
+    outs = {}
+    for packed in (True, False):
+        st.packed = packed
+        st.zero_grad()
+        x = h.clone().requires_grad_(True)
+        out = st(x, batch, 5)
+        (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+        outs[packed] = out.detach()
+        grads[packed] = [x.grad.clone()] + [p.grad.clone() for p in st.parameters()]
+    torch.testing.assert_close(outs[True], outs[False], atol=1e-5, rtol=1e-4)
+    for a, b in zip(grads[True], grads[False]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_moves_rows_between_layouts():
+    from mfray.nn.readouts import Packing
+
+    batch = torch.tensor([0, 0, 2, 2, 2])  # graph 1 has no nodes
+    p = Packing(batch, 3)
+    x = torch.arange(10.0).view(5, 2)
+    d = p.dense(x)
+    assert d.shape == (3, 3, 2) and p.max_len == 3
+    assert d[0, :2].tolist() == x[:2].tolist() and d[2].tolist() == x[2:].tolist() and (d[1] == 0).all()
+    assert p.mask.tolist() == [[True, True, False], [True, False, False], [True, True, True]]
+    torch.testing.assert_close(p.packed(d), x)
+
+
+@pytest.mark.parametrize("name", ["set_transformer"])
+def test_activation_checkpointing_gives_the_same_gradients(name):
+    st = _st_pair().train()
+    h, batch = embed([4, 9, 2], seed=5)
+    grads, kept = [], []
+    for on in (False, True):
+        st.set_checkpointing(on)
+        st.zero_grad()
+        saved = []  # bytes autograd keeps for the backward pass
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            out = st(h, batch, 3)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in st.parameters()])
+        kept.append(sum(saved))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert kept[1] < kept[0] / 3, kept  # checkpointed blocks keep their inputs only
+
+
+def test_packed_set_transformer_maps_only_real_rows():
+    """The encoder's dense maps see N node rows, not B x (largest molecule) padded rows; PMA projects
+    its seeds once, not once per molecule."""
+    st = _st_pair().eval()
+    sizes = [1, 9, 2, 2]
+    h, batch = embed(sizes, seed=2)
+    rows = {}
+    def count(name):
+        def hook(mod, inputs, out):
+            rows.setdefault(name, out.reshape(-1, out.size(-1)).size(0))
+        return hook
+
+    hooks = [m.register_forward_hook(count(name))
+             for name, m in (("sab_fc_k", st.encoder[0].mab.fc_k), ("sab_fc_o", st.encoder[1].mab.fc_o),
+                             ("pma_fc_q", st.pma.mab.fc_q), ("pma_fc_k", st.pma.mab.fc_k))]
+    with torch.no_grad():
+        st(h, batch, len(sizes))
+    for hk in hooks:
+        hk.remove()
+    assert rows == {"sab_fc_k": sum(sizes), "sab_fc_o": sum(sizes), "pma_fc_q": 4, "pma_fc_k": sum(sizes)}, rows

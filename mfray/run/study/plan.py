@@ -214,7 +214,8 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
     def lf_for(task: TaskPlan, readout: str, setting: str) -> LFPlan:
         p = study.pretrain
         config = {"store": task.store_key, "readout": readout, "model": lf_model_config(study, readout),
-                  "train": {"max_epochs": p.max_epochs, "batch_size": p.batch_size, "lr": p.lr, "seed": p.seed},
+                  "train": {"max_epochs": p.max_epochs, "batch_size": p.batch_size, "lr": p.lr, "seed": p.seed,
+                            "precision": p.precision, "bucket_by_size": p.bucket_by_size},
                   "max_molecules": p.max_molecules, "valid_fraction": p.valid_fraction,
                   "num_workers": p.num_workers}
         if setting == "inductive":

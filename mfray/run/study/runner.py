@@ -178,7 +178,9 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
         per_worker = max(1, -(-p.batch_size // num_workers))
         cfg = LFRunConfig(readout=lf.readout, model=lf.config["model"],
                           train=TrainConfig(lr=p.lr, batch_size=per_worker, max_epochs=p.max_epochs, patience=0,
-                                            seed=p.seed, num_threads=max(1, int(p.cpus_per_worker))),
+                                            seed=p.seed, num_threads=max(1, int(p.cpus_per_worker)),
+                                            precision=p.precision, bucket_by_size=p.bucket_by_size,
+                                            activation_checkpointing=p.activation_checkpointing),
                           max_molecules=p.max_molecules, valid_fraction=p.valid_fraction,
                           censored=lf.config.get("censored"), holdout_seeds=lf.config.get("holdout", {}).get("seeds"))
         log(f"pretrain LF model {lf.dataset}/{lf.readout} on Ray Train ({num_workers} worker(s), "

@@ -155,6 +155,11 @@ class PretrainSpec(_Spec):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1, gt=0)  # also the worker's torch threads
     max_failures: int = Field(default=1, ge=-1)  # worker failures Ray Train recovers from (from the last checkpoint)
+    #: forward passes in bf16 autocast ("auto": where the CPU or GPU has fast bf16), size-bucketed batches,
+    #: activation checkpointing of the readout (mfray.train.loop.TrainConfig)
+    precision: Literal["32", "bf16-mixed", "auto"] = "auto"
+    bucket_by_size: bool = True
+    activation_checkpointing: bool = False
     #: LF readout(s) each pretrained strategy may start from (searched when more than one)
     #: (default: each strategy's own ``default_readout``)
     readouts: dict[str, list[str]] = Field(default_factory=dict)
