@@ -381,6 +381,10 @@ class SetTransformerReadout(Readout):
         num_seeds: PMA seed vectors. Default 32.
         out_dim: width of the graph vector. Default 256.
         layer_norm: LayerNorm inside every block. Default True.
+        packed: run the encoder's dense maps (projections, LayerNorms, feed-forward) on the N packed
+            node rows and pad only for attention; PMA's seeds are projected once per batch, not once
+            per molecule. False: the whole padded block through every layer, as the reference did.
+            The same function either way (tested); packed is faster. Default True.
 
     Shapes:
         h ``[N, in_dim]``, batch ``[N]`` (sorted) -> ``[num_graphs, out_dim]``.
@@ -394,9 +398,11 @@ class SetTransformerReadout(Readout):
         num_seeds: int = 32,
         out_dim: int = 256,
         layer_norm: bool = True,
+        packed: bool = True,
     ) -> None:
         hparams = dict(hidden_dim=hidden_dim, num_heads=num_heads, num_seeds=num_seeds, out_dim=out_dim)
-        super().__init__(in_dim, out_dim, {**hparams, "layer_norm": layer_norm})
+        super().__init__(in_dim, out_dim, {**hparams, "layer_norm": layer_norm, **({} if packed else {"packed": False})})
+        self.packed = packed
         self.encoder = nn.ModuleList(
             [SAB(in_dim, hidden_dim, num_heads, layer_norm), SAB(hidden_dim, hidden_dim, num_heads, layer_norm)]
         )
@@ -404,10 +410,6 @@ class SetTransformerReadout(Readout):
         self.decoder_sab = SAB(hidden_dim, hidden_dim, num_heads, layer_norm)
         self.lin_out = nn.Linear(hidden_dim, out_dim)
         self.reset_parameters()
-
-    #: run the encoder's dense maps on packed node rows (only attention is padded); False: the whole
-    #: padded block through every layer (the same function, for tests and benchmarks)
-    packed: bool = True
 
     def set_checkpointing(self, on: bool) -> None:
         """Activation checkpointing: in training, keep only each block's input and recompute the rest
