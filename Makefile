@@ -2,6 +2,8 @@
 #   make demo   run the demo study on the bundled AID 1445 data (local Ray) and print its table
 #   make test   run the test suite
 #   make bench  run the benchmarks (they read ../shared/data)
+#   make gpu-check  on a GPU machine: CPU/GPU loss parity and NCCL DDP LF pretraining (benchmarks/gpu_check.py);
+#               the lock pins a CPU torch, so point GPU_PYTHON at an environment with a CUDA torch and mfray
 #   make lock   re-resolve requirements.lock from pyproject.toml
 
 PYTHON ?= python3
@@ -14,7 +16,9 @@ export MFRAY_CACHE ?= $(CURDIR)/.mfray
 export OMP_NUM_THREADS ?= 1
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test bench lint lock clean
+GPU_PYTHON ?= $(BIN)/python
+
+.PHONY: demo test bench gpu-check lint lock clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +37,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/featurize_benchmark.py
+
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py
 
 lint: $(VENV)/.installed
 	$(BIN)/lint-imports

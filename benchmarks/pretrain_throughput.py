@@ -17,7 +17,7 @@ measured seconds per step imply. Then ``--full-epoch`` trains ONE WHOLE epoch (e
 molecule, the default 5% validation) with the fastest setting and prints its measured time.
 
     python benchmarks/pretrain_throughput.py [--spec serine] [--workers 1,2] [--max-steps 4] [--full-epoch]
-                                             [--device cuda]
+                                             [--device cuda] [--size paper|cpu]
 
 The store of ``--spec`` is featurised first if missing (``mfray featurize serine``, a few minutes).
 """
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=512, help="per worker (default 512, the paper's)")
     ap.add_argument("--valid-fraction", type=float, default=0.005, help="for the timed rows (full epoch: 0.05)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: one GPU per worker, NCCL")
-    ap.add_argument("--readout-kwargs", default="", help="e.g. hidden_dim=256,num_heads=8 (default: paper size)")
+    ap.add_argument("--size", choices=("paper", "cpu"), default="paper", help="LF model size preset (default paper)")
     a = ap.parse_args()
 
     import torch
@@ -67,7 +67,9 @@ def main() -> None:
     from mfray.train.precision import fast_bf16
     from mfray.train.task import LFRunConfig
 
-    kw = {k: int(v) for k, v in (x.split("=") for x in a.readout_kwargs.split(",") if x)}
+    from mfray.models.spec import LF_PRESETS
+
+    kw = dict(LF_PRESETS[a.size].get("readout_kwargs", {}).get("set_transformer", {}))
     t = time.perf_counter()
     res = featurize_dataset(resolve_spec(a.spec), None, executor="local", progress=False, log=lambda m: None)
     store = res.store
@@ -116,7 +118,7 @@ def main() -> None:
         n_train = rows[0]["n_train"]
         print()
         print(f"LF pretraining throughput, {a.spec}: {n_train:,} training molecules (whole set loaded, sharded over the "
-              f"workers); paper-size LF model ({params / 1e6:.1f} M parameters{', readout ' + a.readout_kwargs if kw else ''}), "
+              f"workers); {a.size}-size LF model ({params / 1e6:.1f} M parameters), "
               f"batch {a.batch_size} per worker, {a.max_steps} steps per row, {a.device} "
               f"({'fast bf16: yes' if fast_bf16(a.device if use_gpu else 'cpu') else 'fast bf16: no'}), 1 torch thread "
               f"per worker, {cpus} CPUs in Ray; all rows measured in this run")

@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
                         help="censored-label policy for every task whose HF values carry a qualifier (overrides the "
                         "study's censored key and the dataset specs): drop = fitted values only, as_value = bounds as "
                         "if measured, censored = bounds as one-sided targets")
+    common.add_argument("--tasks", metavar="NAME[,NAME]",
+                        help="only these of the study's tasks (their dataset names), e.g. one sitting of a long study: "
+                        "results go to the same study, and a later run with other tasks (or none) adds to them")
     r = ss.add_parser("run", parents=[common], help="run (or resume) a study and print its report")
     r.add_argument("--format", dest="fmt", choices=("md", "latex", "csv"), default="md", help="report format")
     r.add_argument("--no-report", action="store_true", help="do not print the report at the end")
@@ -47,10 +50,29 @@ def _plan(args: argparse.Namespace):
     study = load_study(args.study)
     if args.censored:
         study = study.model_copy(update={"censored": args.censored})
+    if args.tasks:
+        study = _only_tasks(study, args.tasks, args.study)
     if args.smoke:
         study = study.smoke()
     storage = args.storage or os.environ.get("MFRAY_STUDY_STORAGE") or DEFAULT_STORAGE
     return make_plan(study, storage, store_root=args.store_root)
+
+
+def _only_tasks(study, names: str, path: str):
+    """The study restricted to the tasks named in ``names`` (a task's dataset or one of its alternatives)."""
+    from mfray.utils.errors import MfrayError
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+
+    def names_of(t) -> list[str]:
+        return [t] if isinstance(t, str) else [t.dataset, *t.alternatives]
+
+    known = [n for t in study.tasks for n in names_of(t)]
+    unknown = [n for n in wanted if n not in known]
+    if not wanted or unknown:
+        raise MfrayError(f"--tasks {names!r}: {', '.join(unknown) or 'no name'} not a task of {path}; its tasks: "
+                         + ", ".join(names_of(t)[0] for t in study.tasks))
+    return study.model_copy(update={"tasks": [t for t in study.tasks if set(names_of(t)) & set(wanted)]})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,3 +36,14 @@ class ModelSpec(BaseModel):
     n_targets: int = Field(default=1, ge=1)
     aux_dim: int = Field(default=0, ge=0)
     task_type: Literal["regression", "classification"] = "regression"
+
+
+#: LF model sizes (``mfray pretrain --size``, a study's ``[pretrain] size``): ModelSpec overrides, with
+#: ``readout_kwargs`` per readout. "paper": the defaults (GCN supervised VGAE 3 x 256, 50-d latents;
+#: Set Transformer 1024 wide, 16 heads, 32 seeds, 256 out: ~14.4 M parameters). "cpu": the same encoder
+#: and a Set Transformer 256 wide, 8 heads, 8 seeds, 256 out (the embedding keeps its width): ~1.4 M
+#: parameters, several times the throughput on a CPU (benchmarks/pretrain_throughput.py --size cpu).
+LF_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {"readout_kwargs": {"set_transformer": {"hidden_dim": 256, "num_heads": 8, "num_seeds": 8, "out_dim": 256}}},
+}

@@ -67,6 +67,7 @@ class PretrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     load_seconds: list[float] = field(default_factory=list)  # per worker: reading its shard of the store
     data_mb: list[float] = field(default_factory=list)  # per worker: its shard of graphs and labels in memory
+    peak_gpu_mb: list[float] = field(default_factory=list)  # per worker: torch.cuda.max_memory_allocated (0 on CPU)
 
 
 def peak_rss_mb() -> float:
@@ -164,7 +165,8 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     res = fit(prep.model, prep.train, prep.valid, train_cfg, resume=resume, checkpoint_every=1,
               on_checkpoint=on_checkpoint)
     data_mb = sum(d.rows.nbytes + (d.y.nbytes if d.y is not None else 0) for d in (prep.train, prep.valid)) / 2**20
-    own = {"peak_rss_mb": peak_rss_mb(), "load_seconds": prep.load_seconds, "data_mb": data_mb}
+    gpu_mb = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20 if device.startswith("cuda") else 0.0
+    own = {"peak_rss_mb": peak_rss_mb(), "load_seconds": prep.load_seconds, "data_mb": data_mb, "peak_gpu_mb": gpu_mb}
     everyone: list[Any] = [own]
     if dist.is_available() and dist.is_initialized() and world_size > 1:
         everyone = [None] * world_size
@@ -172,7 +174,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if rank != 0:
         return None
     return {"resumed_from_epoch": res.resumed_from_epoch, "epochs_run": res.epochs_run,
-            **{k: [e[k] for e in everyone] for k in ("peak_rss_mb", "load_seconds", "data_mb")}}
+            **{k: [e[k] for e in everyone] for k in ("peak_rss_mb", "load_seconds", "data_mb", "peak_gpu_mb")}}
 
 
 def pretrain_lf_distributed(
@@ -264,7 +266,7 @@ def pretrain_lf_distributed(
         graphs_per_s_per_epoch=per_epoch, peak_rss_mb=list(ret.get("peak_rss_mb", [])),
         seconds=time.perf_counter() - t0, num_workers=num_workers, run_path=str(result.path),
         history=[asdict(h) for h in res.history], load_seconds=list(ret.get("load_seconds", [])),
-        data_mb=list(ret.get("data_mb", [])))
+        data_mb=list(ret.get("data_mb", [])), peak_gpu_mb=list(ret.get("peak_gpu_mb", [])))
     resumed = "" if out.resumed_from_epoch is None else f" ({out.resumed_from_epoch} done before this call)"
     log(f"pretrained: {out.epochs_run} epochs{resumed}, best epoch {out.best_epoch}; wrote {path}")
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 
@@ -16,7 +18,7 @@ BASE = {"name": "t", "tasks": ["aid1445"], "strategies": ["base", "label", "tune
 
 
 def test_shipped_studies_load(repo):
-    for name in ("demo", "mfpcba23", "az16", "qmugs12"):
+    for name in ("demo", "mfpcba23", "az16", "qmugs12", "mfpcba9_transfer", "aid1445_delta", "mfpcba9_local"):
         study = load_study(repo / "studies" / f"{name}.toml")
         assert study.name == name
 
@@ -188,3 +190,39 @@ def test_censored_policy_of_tasks_keys_and_overrides(tmp_path, shared_data):
     assert make_plan(own, str(tmp_path)).tasks[0].censored == "as_value"
     with pytest.raises(SpecError, match="censored: got 'maybe'; allowed values: 'drop', 'as_value' or 'censored'"):
         parse_study({**base, "censored": "maybe"})
+
+
+def test_one_held_out_lf_model_can_serve_both_settings(tmp_path):
+    both = {**BASE, "settings": ["transductive", "inductive"]}
+    per_setting = make_plan(parse_study(both), str(tmp_path))
+    assert len(per_setting.lf) == 2 and sum("holdout" in lf.config for lf in per_setting.lf) == 1
+    shared = make_plan(parse_study({**both, "pretrain": {"holdout": "always"}}), str(tmp_path))
+    assert len(shared.lf) == 1 and "holdout" in shared.lf[0].config
+    lf_keys = {s.setting: [lf.key for lf in s.lf.values()] for s in shared.searches if s.strategy == "tune_readout"}
+    assert lf_keys["transductive"] == lf_keys["inductive"] == [shared.lf[0].key]
+
+
+def test_lf_size_presets(tmp_path):
+    from mfray.models import ModelSpec, build_model
+
+    params = {}
+    for size in ("study", "paper", "cpu"):
+        plan = make_plan(parse_study({**BASE, "model": {"hidden_dim": 32}, "pretrain": {"size": size}}), str(tmp_path))
+        model = plan.lf[0].config["model"]
+        params[size] = sum(p.numel() for p in build_model(ModelSpec(readout="set_transformer", **model)).parameters())
+    assert 14.0e6 < params["paper"] < 14.8e6  # the paper's LF model, whatever the study's [model] says
+    assert 1.0e6 < params["cpu"] < 2.5e6
+    assert params["study"] != params["paper"]  # the study's hidden_dim 32 encoder
+
+
+def test_tasks_option_runs_one_sitting(tmp_path, capsys):
+    from mfray.cli.main import main
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "s"\ntasks = ["aid1445", "aid1445_paper"]\nstrategies = ["base"]\n')
+    assert main(["study", "status", str(spec), "--storage", str(tmp_path / "st")]) == 0
+    assert re.search(r"search\s+2 pending", capsys.readouterr().out)
+    assert main(["study", "status", str(spec), "--tasks", "aid1445_paper", "--storage", str(tmp_path / "st")]) == 0
+    assert re.search(r"search\s+1 pending", capsys.readouterr().out)
+    assert main(["study", "status", str(spec), "--tasks", "nope", "--storage", str(tmp_path / "st")]) == 2
+    assert "nope not a task of" in capsys.readouterr().err

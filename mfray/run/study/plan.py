@@ -218,7 +218,7 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
                             "precision": p.precision, "bucket_by_size": p.bucket_by_size},
                   "max_molecules": p.max_molecules, "valid_fraction": p.valid_fraction,
                   "num_workers": p.num_workers}
-        if setting == "inductive":
+        if setting == "inductive" or p.holdout == "always":
             # the valid and test molecules of every split seed the study uses stand for molecules not
             # screened yet: the LF model must not see them (the store's splits make this an exact set)
             config["holdout"] = {"seeds": list(task.seeds), "folds": ["valid", "test"]}

@@ -155,6 +155,15 @@ class PretrainSpec(_Spec):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1, gt=0)  # also the worker's torch threads
     max_failures: int = Field(default=1, ge=-1)  # worker failures Ray Train recovers from (from the last checkpoint)
+    #: which LF models leave out the valid/test molecules of the study's split seeds: "inductive" (only
+    #: the inductive setting's; the transductive setting gets a model of every LF molecule, as in the
+    #: paper) or "always" (one held-out LF model per dataset and readout serves both settings: half the
+    #: pretraining, and a transductive LF model that never saw the test molecules)
+    holdout: Literal["inductive", "always"] = "inductive"
+    #: the LF model: "study" (the study's [model] encoder and [readout_kwargs]), "paper" (the paper's:
+    #: GCN VGAE 3 x 256, 50-d latents, Set Transformer 1024 wide, 16 heads, 32 seeds: ~14 M parameters)
+    #: or "cpu" (the paper's encoder with a Set Transformer 256 wide, 8 heads, 8 seeds: ~1.4 M, for laptops)
+    size: Literal["study", "paper", "cpu"] = "study"
     #: forward passes in bf16 autocast ("auto": where the CPU or GPU has fast bf16), size-bucketed batches,
     #: activation checkpointing of the readout (mfray.train.loop.TrainConfig)
     precision: Literal["32", "bf16-mixed", "auto"] = "auto"

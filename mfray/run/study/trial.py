@@ -187,13 +187,24 @@ def baseline(ctx: TrialContext, name: str, seed: int, grid: str) -> dict[str, An
 
 
 def export_lf_outputs(checkpoint: str, store_path: str, dest: str) -> int:
-    """LF predictions and embeddings of every molecule of a store -> Parquet at ``dest``."""
+    """LF predictions and embeddings -> Parquet at ``dest``, for the molecules the study's tasks can ask
+    about: those labelled at a fidelity other than the one the LF model was trained on (a primary
+    screen's 10^5-10^6 LF-only molecules are never an HF task's input). A store with nothing but the
+    LF model's fidelity: every molecule."""
     import tempfile
 
+    import polars as pl
+
     from mfray.data.store import GraphStore
+    from mfray.models.checkpoint import load_checkpoint
     from mfray.train.task import embed_store, write_embeddings
 
-    table = embed_store(Location(checkpoint).local_copy(), GraphStore(store_path))
+    local = Location(checkpoint).local_copy()
+    store = GraphStore(store_path)
+    fidelity = load_checkpoint(local).get("meta", {}).get("fidelity")
+    labels = store.table("task_labels")
+    ids = labels.filter(pl.col("fidelity") != fidelity)["mol_id"].unique().sort().to_numpy() if fidelity else None
+    table = embed_store(local, store, ids if ids is not None and len(ids) else None)
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "outputs.parquet"
         write_embeddings(table, p)
