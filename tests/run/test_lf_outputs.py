@@ -6,7 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import REPO, write_spec
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 SPEC = """
 name = "aid1445_half_hf"
@@ -42,7 +44,8 @@ def half_store(tmp_path_factory):
     d = d.with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.col("DR")).otherwise(None).alias("DR"))
     folder = tmp_path_factory.mktemp("half")
     d.write_csv(folder / "half.csv")
-    spec = write_spec(folder / "half.toml", SPEC)
+    spec = folder / "half.toml"
+    spec.write_text(SPEC)
     return featurize_dataset(load_spec(spec), folder / "stores", executor="local", progress=False,
                              log=lambda m: None).store
 
