@@ -80,8 +80,22 @@ class MFModel(nn.Module):
         z = self.encoder(x, batch.edge_index, edge_attr, batch.batch)
         return z, None, None
 
+    def set_checkpointing(self, on: bool) -> None:
+        """Activation checkpointing in training: the encoder's activations, and the readout's where it
+        supports it (set_transformer), are recomputed in the backward pass instead of kept (the
+        encoder's sampled latents are replayed from the saved RNG state, so the result is the same)."""
+        self.checkpointing = on
+        fn = getattr(self.readout, "set_checkpointing", None)
+        if callable(fn):
+            fn(on)
+
     def forward(self, batch: Batch, aux: torch.Tensor | None = None) -> ModelOutput:
-        z, mu, logstd = self.encode(batch)
+        if getattr(self, "checkpointing", False) and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            z, mu, logstd = checkpoint(self.encode, batch, use_reentrant=False)
+        else:
+            z, mu, logstd = self.encode(batch)
         graph = self.readout(z, batch.batch, batch.num_graphs)
         h = graph if aux is None else torch.cat([graph, aux], dim=1)
         if (aux is None) != (self.spec.aux_dim == 0):

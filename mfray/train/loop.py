@@ -99,8 +99,8 @@ class TrainConfig:
     #: training batches of molecules of similar size (sorted by atom count within shuffled chunks of
     #: ``BUCKET_CHUNK`` batches, batch order shuffled): less padding in attention readouts
     bucket_by_size: bool = False
-    #: recompute the readout's activations in the backward pass instead of keeping them (less memory,
-    #: ~1/3 more readout compute); for readouts that support it (set_transformer, gmt)
+    #: recompute the encoder's and the readout's activations in the backward pass instead of keeping
+    #: them (less memory, ~1/3 more forward compute); readouts that support it: set_transformer
     activation_checkpointing: bool = False
 
     @classmethod
@@ -378,7 +378,7 @@ def fit(
     # "auto" is decided once, on this device (and recorded in the history)
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
     model.to(device)
-    set_checkpointing = getattr(model.readout, "set_checkpointing", None)
+    set_checkpointing = getattr(model, "set_checkpointing", None)
     if cfg.activation_checkpointing and callable(set_checkpointing):
         set_checkpointing(True)
     rng = np.random.default_rng(cfg.seed + rank)

@@ -101,4 +101,30 @@ def test_activation_checkpointing_is_on_only_while_fitting(demo_store):
     prep.model.readout.lin_out.register_forward_hook(
         lambda m, i, o: states.append(getattr(prep.model.readout, "checkpointing", False)))
     fit(prep.model, prep.train, prep.valid, replace(cfg.train, max_epochs=1))
-    assert True in states and not prep.model.readout.checkpointing
+    assert True in states and not prep.model.readout.checkpointing and not prep.model.checkpointing
+
+
+def test_model_checkpointing_keeps_the_loss_and_gradients(demo_store):
+    """Encoder + readout checkpointing: the same loss and gradients (the VGAE's sampled latents are
+    replayed), with less kept for the backward pass."""
+    from mfray.train.loop import _batch_loss
+
+    prep, cfg = _lf(demo_store)
+    model = prep.model.train()
+    g, y, aux, censor = prep.train.batch(np.arange(64))
+    results = []
+    for on in (False, True):
+        model.set_checkpointing(on)
+        model.zero_grad()
+        saved = []
+        torch.manual_seed(5)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            loss, _ = _batch_loss(model, g, y, aux, cfg.train, True, None, censor)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None], sum(saved)))
+    model.set_checkpointing(False)
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert results[1][2] < 0.5 * results[0][2], (results[0][2], results[1][2])
