@@ -82,7 +82,7 @@ def add_parser(sub) -> None:
     _model_args(q)
     q.add_argument("--size", choices=("paper", "cpu"), default="paper",
                    help="LF model size: paper (Set Transformer 1024 wide, 16 heads, 32 seeds, ~14 M parameters) or "
-                   "cpu (256 wide, 8 heads, 8 seeds, ~1.4 M: several times faster on a laptop); default paper")
+                   "cpu (256 wide, 8 heads, 8 seeds, ~1.2 M: several times faster on a laptop); default paper")
     _train_args(q, lr=5e-5, batch=512, epochs=10, patience=0, precision="auto", bucket=True)
     q.add_argument("--max-steps", type=int, metavar="N", help="at most N optimiser steps per epoch (per worker)")
     r = q.add_argument_group("Ray Train")

@@ -41,7 +41,7 @@ class ModelSpec(BaseModel):
 #: LF model sizes (``mfray pretrain --size``, a study's ``[pretrain] size``): ModelSpec overrides, with
 #: ``readout_kwargs`` per readout. "paper": the defaults (GCN supervised VGAE 3 x 256, 50-d latents;
 #: Set Transformer 1024 wide, 16 heads, 32 seeds, 256 out: ~14.4 M parameters). "cpu": the same encoder
-#: and a Set Transformer 256 wide, 8 heads, 8 seeds, 256 out (the embedding keeps its width): ~1.4 M
+#: and a Set Transformer 256 wide, 8 heads, 8 seeds, 256 out (the embedding keeps its width): ~1.2 M
 #: parameters, several times the throughput on a CPU (benchmarks/pretrain_throughput.py --size cpu).
 LF_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},

@@ -268,6 +268,44 @@ def predict(model: MFModel, data: GraphDataset, batch_size: int = 256, device: s
     return pred, emb
 
 
+# ---------------------------------------------------------------------------- memory
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim`` (None elsewhere). Batches of varying shape (size-bucketed ones above all)
+    leave freed blocks scattered over glibc's heaps, which it keeps: measured on the paper-size LF model,
+    RSS grew from 1.3 to 2.6 GB in 10 steps (7.6 GB after a serine epoch) with ~1 GB in use; returning
+    the free pages to the OS after each step holds it at ~1 GB (peak within a step ~2.1 GB)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+#: seconds between two ``malloc_trim`` calls of the training loop
+TRIM_EVERY_S = 2.0
+
+
+class _MemoryReleaser:
+    """Calls ``malloc_trim(0)`` after a training step at most every :data:`TRIM_EVERY_S` seconds (a few
+    ms each: nothing next to a multi-second LF step, and rate-limited for HF steps of milliseconds)."""
+
+    def __init__(self, device: str) -> None:
+        self.trim = _malloc_trim() if torch.device(device).type == "cpu" else None
+        self.every = TRIM_EVERY_S
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if self.trim is not None and time.monotonic() - self.last >= self.every:
+            self.trim(0)
+            self.last = time.monotonic()
+
+
 # ---------------------------------------------------------------------------- distributed helpers
 def _all_reduce(values: list[float], device: str, op: Any = None) -> list[float]:
     """Sum (or ``op``) a few numbers over all processes; float64 so graph counts stay exact."""
@@ -451,6 +489,7 @@ def fit(
         if vn:
             best_loss, best_epoch = vt / vn, -1
     net = _wrap_ddp(model, device) if distributed else None
+    release = _MemoryReleaser(device)
     for epoch in range(start, cfg.max_epochs):
         if stopped:
             break
@@ -478,6 +517,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                release()
                 b = g.num_graphs
                 total += float(loss.detach()) * b
                 n += b

@@ -18,7 +18,7 @@ BASE = {"name": "t", "tasks": ["aid1445"], "strategies": ["base", "label", "tune
 
 
 def test_shipped_studies_load(repo):
-    for name in ("demo", "mfpcba23", "az16", "qmugs12", "mfpcba9_transfer", "aid1445_delta", "mfpcba9_local"):
+    for name in ("demo", "mfpcba23", "az16", "qmugs12", "mfpcba9_transfer", "mfpcba9_transfer_sum", "aid1445_delta", "mfpcba9_local"):
         study = load_study(repo / "studies" / f"{name}.toml")
         assert study.name == name
 
@@ -211,7 +211,7 @@ def test_lf_size_presets(tmp_path):
         model = plan.lf[0].config["model"]
         params[size] = sum(p.numel() for p in build_model(ModelSpec(readout="set_transformer", **model)).parameters())
     assert 14.0e6 < params["paper"] < 14.8e6  # the paper's LF model, whatever the study's [model] says
-    assert 1.0e6 < params["cpu"] < 2.5e6
+    assert 1.0e6 < params["cpu"] < 1.5e6
     assert params["study"] != params["paper"]  # the study's hidden_dim 32 encoder
 
 

@@ -162,7 +162,7 @@ class PretrainSpec(_Spec):
     holdout: Literal["inductive", "always"] = "inductive"
     #: the LF model: "study" (the study's [model] encoder and [readout_kwargs]), "paper" (the paper's:
     #: GCN VGAE 3 x 256, 50-d latents, Set Transformer 1024 wide, 16 heads, 32 seeds: ~14 M parameters)
-    #: or "cpu" (the paper's encoder with a Set Transformer 256 wide, 8 heads, 8 seeds: ~1.4 M, for laptops)
+    #: or "cpu" (the paper's encoder with a Set Transformer 256 wide, 8 heads, 8 seeds: ~1.2 M, for laptops)
     size: Literal["study", "paper", "cpu"] = "study"
     #: forward passes in bf16 autocast ("auto": where the CPU or GPU has fast bf16), size-bucketed batches,
     #: activation checkpointing of the readout (mfray.train.loop.TrainConfig)
