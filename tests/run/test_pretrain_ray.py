@@ -123,7 +123,8 @@ def test_killed_driver_resumes(tmp_path, demo_store):
     # one worker trains exactly as one process: the killed-and-resumed run equals an uninterrupted pretrain_lf
     epochs = json.loads((out / "history.json").read_text())["epochs_run"]
     cfg = LFRunConfig(readout="sum", model={"hidden_dim": 32, "latent_dim": 8},
-                      train=TrainConfig(lr=1e-3, batch_size=16, max_epochs=epochs, patience=0))
+                      train=TrainConfig(lr=1e-3, batch_size=16, max_epochs=epochs, patience=0,
+                                        precision="auto", bucket_by_size=True))  # mfray pretrain's defaults
     ref, _ = pretrain_lf(demo_store, cfg, tmp_path / "ref")
     ref_model, _ = load_model(ref)
     a, b = model.state_dict(), ref_model.state_dict()
