@@ -47,14 +47,17 @@ def write_spec(path: Path, body: str) -> Path:
     return path
 
 
-CENSORED_SPEC = """
-name = "aid1445_censored"
-description = "AID 1445 with its weakest 40% of pXC50 values replaced by a bound, as PubChem reports inactives"
+def aid1445_spec(name: str, seeds: list[int], hf_qualifier: bool = False) -> str:
+    """A local spec over ``<name>.csv`` holding the demo molecules' CID, smiles, SD (LF) and DR (HF, with
+    a ``DR_qualifier`` column if ``hf_qualifier``: censored labels)."""
+    qualifier = 'qualifier_column = "DR_qualifier"\ncensored = "censored"\n' if hf_qualifier else ""
+    return f"""
+name = "{name}"
 molecule_key = "id"
 [source]
 kind = "local"
 [source.files.dr]
-path = "aid1445_censored.csv"
+path = "{name}.csv"
 smiles_column = "smiles"
 id_column = "CID"
 [[source.labels]]
@@ -67,32 +70,46 @@ fidelity = "hf"
 target = "DR"
 file = "dr"
 column = "DR"
-qualifier_column = "DR_qualifier"
-censored = "censored"
-[split]
-seeds = [11, 12]
+{qualifier}[split]
+seeds = {list(seeds)}
 """
 
 
 @pytest.fixture(scope="session")
-def censored_store(tmp_path_factory):
-    """The demo molecules with the weakest 40% of HF values censored: value = the 40th-percentile pXC50
-    with qualifier '<' (the true pXC50 lies below), like PubChem's '>' on the IC50 of an inactive."""
-    import numpy as np
+def aid1445_variant(tmp_path_factory):
+    """``make(name, transform, seeds, hf_qualifier=False)``: the demo molecules (CID, smiles, SD, DR) passed
+    through ``transform`` (a polars frame -> frame), written as ``<name>.csv`` with :func:`aid1445_spec`,
+    featurised in-process; returns the store."""
     import polars as pl
 
     from mfray.data.specs import load_spec
     from mfray.run.featurize import featurize_dataset
 
-    d = pl.read_parquet(REPO / "data" / "aid1445" / "aid1445.parquet", columns=["CID", "smiles", "SD", "DR"])
-    floor = float(np.quantile(d["DR"].to_numpy(), 0.4))
-    d = d.with_columns(
-        DR_qualifier=pl.when(pl.col("DR") < floor).then(pl.lit("<")).otherwise(pl.lit("=")),
-        DR=pl.when(pl.col("DR") < floor).then(pl.lit(floor)).otherwise(pl.col("DR")),
-        CID=pl.col("CID").cast(pl.Int64),
-    )
-    folder = tmp_path_factory.mktemp("censored")
-    d.write_csv(folder / "aid1445_censored.csv")
-    spec = write_spec(folder / "aid1445_censored.toml", CENSORED_SPEC)
-    return featurize_dataset(load_spec(spec), folder / "stores", executor="local", progress=False,
-                             log=lambda m: None).store
+    def make(name: str, transform, seeds: list[int], hf_qualifier: bool = False):
+        d = pl.read_parquet(REPO / "data" / "aid1445" / "aid1445.parquet", columns=["CID", "smiles", "SD", "DR"])
+        d = transform(d)
+        folder = tmp_path_factory.mktemp(name)
+        d.write_csv(folder / f"{name}.csv")
+        spec = write_spec(folder / f"{name}.toml", aid1445_spec(name, seeds, hf_qualifier))
+        return featurize_dataset(load_spec(spec), folder / "stores", executor="local", progress=False,
+                                 log=lambda m: None).store
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def censored_store(aid1445_variant):
+    """The demo molecules with the weakest 40% of HF values censored: value = the 40th-percentile pXC50
+    with qualifier '<' (the true pXC50 lies below), like PubChem's '>' on the IC50 of an inactive."""
+    import numpy as np
+    import polars as pl
+
+    def censor(d):
+        floor = float(np.quantile(d["DR"].to_numpy(), 0.4))
+        return d.with_columns(
+            DR_qualifier=pl.when(pl.col("DR") < floor).then(pl.lit("<")).otherwise(pl.lit("=")),
+            DR=pl.when(pl.col("DR") < floor).then(pl.lit(floor)).otherwise(pl.col("DR")),
+            CID=pl.col("CID").cast(pl.Int64),
+        )
+
+    return aid1445_variant("aid1445_censored", censor, [11, 12], hf_qualifier=True)

@@ -217,11 +217,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
                        else [int(x) for x in args.holdout_seeds.split(",") if x.strip()])
         except ValueError:
             raise MfrayError(f"--holdout-seeds {args.holdout_seeds!r}: give split seeds like 1,2,3 or 'spec'") from None
-    from mfray.models.spec import LF_PRESETS
+    from mfray.models.spec import lf_preset
 
-    preset = LF_PRESETS[args.size]
-    model = {**_model_overrides(args), **({"readout_kwargs": dict(preset["readout_kwargs"][readout])}
-                                          if readout in preset.get("readout_kwargs", {}) else {})}
+    model = {**lf_preset(args.size, readout), **_model_overrides(args)}  # flags win over the preset
     cfg = LFRunConfig(readout=readout, model=model,
                       train=replace(_train_config(args, args.seed), max_steps_per_epoch=args.max_steps),
                       max_molecules=args.max_molecules, holdout_seeds=holdout)

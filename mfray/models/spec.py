@@ -47,3 +47,13 @@ LF_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": {"readout_kwargs": {"set_transformer": {"hidden_dim": 256, "num_heads": 8, "num_seeds": 8, "out_dim": 256}}},
 }
+
+
+def lf_preset(size: str, readout: str) -> dict[str, Any]:
+    """The ModelSpec overrides of LF size ``size`` for an LF model with ``readout``: the preset's model
+    keys plus its ``readout_kwargs`` for that readout (if it has any). Raises KeyError for unknown sizes."""
+    preset = LF_PRESETS[size]
+    out = {k: v for k, v in preset.items() if k != "readout_kwargs"}
+    if readout in preset.get("readout_kwargs", {}):
+        out["readout_kwargs"] = dict(preset["readout_kwargs"][readout])
+    return out

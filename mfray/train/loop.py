@@ -26,6 +26,7 @@ The same loop serves three callers:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import random
@@ -269,6 +270,7 @@ def predict(model: MFModel, data: GraphDataset, batch_size: int = 256, device: s
 
 
 # ---------------------------------------------------------------------------- memory
+@functools.cache
 def _malloc_trim() -> Callable[[], object] | None:
     """glibc's ``malloc_trim`` (None elsewhere). Batches of varying shape (size-bucketed ones above all)
     leave freed blocks scattered over glibc's heaps, which it keeps: measured on the paper-size LF model,

@@ -399,6 +399,12 @@ def embed_store(checkpoint: str | Path, store: GraphStore, mol_ids: np.ndarray |
                 batch_size: int = 512) -> pa.Table:
     """LF predictions (original units) and graph embeddings per ``mol_id`` as an Arrow table."""
     model, ckpt = load_model(checkpoint)
+    return embed_with(model, ckpt, store, mol_ids, batch_size)
+
+
+def embed_with(model: MFModel, ckpt: dict[str, Any], store: GraphStore, mol_ids: np.ndarray | None = None,
+               batch_size: int = 512) -> pa.Table:
+    """:func:`embed_store` for a model already loaded (``load_model``)."""
     ids = store.table("molecules")["mol_id"].to_numpy() if mol_ids is None else np.asarray(mol_ids)
     pred, emb = lf_outputs(model, ckpt, store, ids, batch_size=batch_size)
     targets = ckpt.get("meta", {}).get("targets") or [f"t{j}" for j in range(pred.shape[1])]

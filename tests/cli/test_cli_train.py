@@ -53,3 +53,17 @@ def test_bad_model_choices_exit_2(tmp_path, capsys):
     assert "could not resolve readout 'sumx'" in capsys.readouterr().err
     assert main(["train", "aid1445", "--strategy", "base", "--hidden-dim", "0", *common]) == 2
     assert "invalid settings" in capsys.readouterr().err
+
+
+def test_pretrain_size_preset_and_flags(tmp_path):
+    """--size cpu gives the narrow Set Transformer; an explicit encoder flag still wins."""
+    import tomllib
+
+    lf = tmp_path / "lf"
+    assert main(["pretrain", "aid1445", "--size", "cpu", "--hidden-dim", "16", "--latent-dim", "4", "--epochs", "1",
+                 "--max-steps", "1", "--out", str(lf), "--no-progress", "--store-root", str(tmp_path / "s")]) == 0
+    model = tomllib.loads((lf / "config.toml").read_text())["model"]
+    assert model["hidden_dim"] == 16
+    assert model["readout_kwargs"] == {"hidden_dim": 256, "num_heads": 8, "num_seeds": 8, "out_dim": 256}
+    spec = torch.load(lf / "lf.ckpt", weights_only=True)["model_spec"]
+    assert spec["readout_kwargs"]["hidden_dim"] == 256 and spec["hidden_dim"] == 16

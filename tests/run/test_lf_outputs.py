@@ -6,48 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-SPEC = """
-name = "aid1445_half_hf"
-molecule_key = "id"
-[source]
-kind = "local"
-[source.files.dr]
-path = "half.csv"
-smiles_column = "smiles"
-id_column = "CID"
-[[source.labels]]
-fidelity = "lf"
-target = "SD"
-file = "dr"
-column = "SD"
-[[source.labels]]
-fidelity = "hf"
-target = "DR"
-file = "dr"
-column = "DR"
-[split]
-seeds = [1]
-"""
-
 
 @pytest.fixture(scope="module")
-def half_store(tmp_path_factory):
+def half_store(aid1445_variant):
     """The demo molecules, DR kept for every other one: an LF set twice the HF set."""
-    from mfray.data.specs import load_spec
-    from mfray.run.featurize import featurize_dataset
-
-    d = pl.read_parquet(REPO / "data" / "aid1445" / "aid1445.parquet", columns=["CID", "smiles", "SD", "DR"])
-    d = d.with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.col("DR")).otherwise(None).alias("DR"))
-    folder = tmp_path_factory.mktemp("half")
-    d.write_csv(folder / "half.csv")
-    spec = folder / "half.toml"
-    spec.write_text(SPEC)
-    return featurize_dataset(load_spec(spec), folder / "stores", executor="local", progress=False,
-                             log=lambda m: None).store
+    return aid1445_variant(
+        "aid1445_half_hf",
+        lambda d: d.with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.col("DR")).otherwise(None).alias("DR")),
+        [1])
 
 
 @pytest.fixture(scope="module")

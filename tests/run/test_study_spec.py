@@ -226,3 +226,13 @@ def test_tasks_option_runs_one_sitting(tmp_path, capsys):
     assert re.search(r"search\s+1 pending", capsys.readouterr().out)
     assert main(["study", "status", str(spec), "--tasks", "nope", "--storage", str(tmp_path / "st")]) == 2
     assert "nope not a task of" in capsys.readouterr().err
+
+
+def test_lf_preset_is_per_readout():
+    from mfray.models.spec import lf_preset
+
+    assert lf_preset("paper", "set_transformer") == {}
+    assert lf_preset("cpu", "set_transformer")["readout_kwargs"]["hidden_dim"] == 256
+    assert lf_preset("cpu", "sum") == {}  # a sum readout has no width to narrow
+    with pytest.raises(KeyError):
+        lf_preset("huge", "sum")

@@ -98,14 +98,10 @@ def resolved_train(study: StudySpec) -> dict[str, Any]:
 def lf_model_config(study: StudySpec, readout: str) -> dict[str, Any]:
     """ModelSpec overrides of the LF model with ``readout``: the study's encoder settings and readout
     options, or with ``[pretrain] size`` "paper"/"cpu" the preset's (:data:`mfray.models.spec.LF_PRESETS`)."""
-    from mfray.models.spec import LF_PRESETS
+    from mfray.models.spec import lf_preset
 
-    size = study.pretrain.size
-    if size != "study":
-        preset = LF_PRESETS[size]
-        return {**{k: v for k, v in preset.items() if k != "readout_kwargs"},
-                **({"readout_kwargs": dict(preset["readout_kwargs"][readout])}
-                   if readout in preset.get("readout_kwargs", {}) else {})}
+    if study.pretrain.size != "study":
+        return lf_preset(study.pretrain.size, readout)
     model = {k: v for k, v in study.model.items() if k != "head_hidden_dim"}
     if readout in study.readout_kwargs:
         model["readout_kwargs"] = dict(study.readout_kwargs[readout])

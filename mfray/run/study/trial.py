@@ -196,15 +196,16 @@ def export_lf_outputs(checkpoint: str, store_path: str, dest: str) -> int:
     import polars as pl
 
     from mfray.data.store import GraphStore
-    from mfray.models.checkpoint import load_checkpoint
-    from mfray.train.task import embed_store, write_embeddings
+    from mfray.models.checkpoint import load_model
+    from mfray.train.task import embed_with, write_embeddings
 
     local = Location(checkpoint).local_copy()
     store = GraphStore(store_path)
-    fidelity = load_checkpoint(local).get("meta", {}).get("fidelity")
+    model, ckpt = load_model(local)
+    fidelity = ckpt.get("meta", {}).get("fidelity")
     labels = store.table("task_labels")
     ids = labels.filter(pl.col("fidelity") != fidelity)["mol_id"].unique().sort().to_numpy() if fidelity else None
-    table = embed_store(local, store, ids if ids is not None and len(ids) else None)
+    table = embed_with(model, ckpt, store, ids if ids is not None and len(ids) else None)
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "outputs.parquet"
         write_embeddings(table, p)
