@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mfray.cli import baseline as baseline_cmd
     from mfray.cli import data as data_cmd
     from mfray.cli import featurize as featurize_cmd
+    from mfray.cli import predict as predict_cmd
     from mfray.cli import report as report_cmd
     from mfray.cli import study as study_cmd
     from mfray.cli import train as train_cmd
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     featurize_cmd.add_parser(sub)
     data_cmd.add_parser(sub)
     train_cmd.add_parser(sub)
+    predict_cmd.add_parser(sub)
     baseline_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     study_cmd.add_parser(sub)

@@ -50,6 +50,9 @@ class HFRunConfig:
     lf_embedding: str | None = None  # a task aux key (e.g. "artifact:STEmbeddings")
     freeze: list[str] | None = None  # override the strategy's frozen stages
     unfreeze_epoch: int | None = None  # unfreeze everything at this epoch (gradual unfreezing)
+    #: the LF checkpoint behind ``lf_prediction`` / ``lf_embedding`` keys (a study's LF outputs table):
+    #: not read in training, recorded so the model can score new molecules (``mfray predict``)
+    lf_model_ref: str | None = None
 
 
 @dataclass
@@ -86,15 +89,32 @@ def lf_outputs(model: MFModel, ckpt: dict[str, Any], store: GraphStore, mol_ids:
     The forward passes run at the precision the model was trained with (``auto`` resolved on this
     device) over batches of molecules of similar size (sorted by atom count, results put back in
     ``mol_ids`` order): scoring a whole primary screen is a few minutes, not an hour."""
-    data = _datasets(store, model.spec, mol_ids, None, None)
-    precision = (ckpt.get("meta", {}).get("train_config") or {}).get("precision", "32")
+    return lf_outputs_of(model, ckpt, _datasets(store, model.spec, mol_ids, None, None), batch_size)
+
+
+def trained_precision(ckpt: dict[str, Any]) -> str:
+    """The precision a checkpoint's model was trained with (its forward passes at inference use it)."""
+    return (ckpt.get("meta", {}).get("train_config") or {}).get("precision", "32")
+
+
+def predict_by_size(model: MFModel, data: GraphDataset, batch_size: int = 512, precision: str = "32",
+                    with_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`mfray.train.loop.predict` over batches of molecules of similar size (sorted by atom count,
+    outputs put back in row order): far less attention padding for Set Transformer readouts."""
     by_size = np.argsort(data.n_atoms, kind="stable")
-    sorted_data = GraphDataset(data.rows.take(pa.array(by_size, pa.int64())), None, None, data.atom_featurizer,
-                               data.bond_featurizer)
-    pred, emb = predict(model, sorted_data, batch_size=batch_size, with_embeddings=True, precision=precision)
+    take = pa.array(by_size, pa.int64())
+    sorted_data = GraphDataset(data.rows.take(take), None, data.aux[by_size] if data.aux is not None else None,
+                               data.atom_featurizer, data.bond_featurizer)
+    pred, emb = predict(model, sorted_data, batch_size=batch_size, with_embeddings=with_embeddings, precision=precision)
     back = np.empty_like(by_size)
     back[by_size] = np.arange(len(by_size))
-    pred, emb = pred[back], emb[back]
+    return pred[back], (emb[back] if emb is not None else None)
+
+
+def lf_outputs_of(model: MFModel, ckpt: dict[str, Any], data: GraphDataset, batch_size: int = 512
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lf_outputs` for graph rows already loaded (``data``: no targets)."""
+    pred, emb = predict_by_size(model, data, batch_size, trained_precision(ckpt), with_embeddings=True)
     scaler = ckpt.get("scalers", {}).get("y")
     if scaler and model.spec.task_type == "regression":
         pred = Scaler.from_dict(scaler).inverse(pred)
@@ -146,7 +166,8 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
     fitted_train = np.where(task.train.censor != 0, np.nan, labels["train"][0])
     # a strategy may have the model learn a residual on a per-molecule offset (delta); a bound stays a
     # bound of the residual, with the same direction
-    offsets = strategy.target_offset(lf, fitted_train) if regression else None
+    fitted_offset = strategy.target_offset(lf, fitted_train) if regression else None
+    offset_params, offsets = fitted_offset if fitted_offset is not None else (None, None)
     if offsets is not None:
         labels = {f: (labels[f][0] - offsets[f], labels[f][1]) for f in FOLD_NAMES}
         fitted_train = fitted_train - offsets["train"]
@@ -193,7 +214,9 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
         meta = {"dataset": task.dataset, "fidelity": task.fidelity, "targets": task.targets, "seed": task.seed,
                 "strategy": strategy.name, "setting": task.setting, "censored": task.censored, "lf_inputs": lf_origin,
                 "freeze": list(plan.stages), "unfreeze_epoch": plan.unfreeze_epoch, "best_epoch": res.best_epoch,
-                "test_metrics": metrics["test"], "train_config": asdict(train_cfg)}
+                "test_metrics": metrics["test"], "train_config": asdict(train_cfg),
+                # what `mfray predict` needs to score new molecules as this model saw its own
+                "inference": inference_meta(task, strategy, cfg, offset_params)}
         scalers = {"y": y_scaler.to_dict(), **({"aux": aux_scaler.to_dict()} if aux_scaler else {})}
         result.checkpoint = save_checkpoint(out / "best.ckpt", model, kind="hf", meta=meta, scalers=scalers)
         result.predictions.write_parquet(out / "predictions.parquet")
@@ -203,6 +226,40 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
                                                  "lf_inputs": lf_origin})
         write_json_atomic(out / "history.json", res.to_dict())
     return result
+
+
+def recipe_of(store: GraphStore) -> dict[str, Any]:
+    """How a store's molecules were made (SMILES standardisation and featuriser): what scoring new
+    molecules must repeat exactly."""
+    ds = store.manifest["spec"]
+    fz = ds.get("featurizer", {})
+    from mfray.data.specs import parse_spec
+
+    std = parse_spec(ds, where=str(store.path)).standardize.resolved()
+    return {"standardize": std, "featurizer": fz.get("preset", "default"), "max_atomic_number": fz.get("max_atomic_number")}
+
+
+def label_transform(store: GraphStore, fidelity: str | None, target: str | None) -> str:
+    """The transform the dataset spec applies to label (fidelity, target) when reading it ("none" where
+    the source declares none): new molecules' measured LF values must go through the same one."""
+    from mfray.data.specs import parse_spec
+
+    source = parse_spec(store.manifest["spec"], where=str(store.path)).source
+    for label in getattr(source, "labels", None) or []:
+        if label.fidelity == fidelity and label.target == target:
+            return label.transform
+    return "none"
+
+
+def inference_meta(task: Task, strategy: Any, cfg: HFRunConfig, offset_params: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``inference`` entry of an HF checkpoint: the recipe, the LF inputs in the order the model
+    reads them (measured LF label of which fidelity/target; the LF model whose outputs it read), and
+    the fitted offset (delta)."""
+    needs = sorted(k.value for k in strategy.needs(task.setting))
+    return {"recipe": recipe_of(task.store), "needs": needs, "lf_fidelity": task.lf_fidelity,
+            "lf_target": task.lf_target, "lf_transform": label_transform(task.store, task.lf_fidelity, task.lf_target),
+            "lf_checkpoint": cfg.lf_checkpoint or cfg.lf_model_ref,
+            "offset": offset_params}
 
 
 # ---------------------------------------------------------------------------- LF pretraining
@@ -269,6 +326,7 @@ class LFSetup:
     c_train: np.ndarray | None = None  # censor directions (policy "censored" only)
     c_valid: np.ndarray | None = None
     holdout: dict[str, Any] | None = None  # molecules left out (inductive): split seeds, count, id hash
+    recipe: dict[str, Any] | None = None  # standardisation + featuriser (:func:`recipe_of`)
 
 
 @dataclass
@@ -313,7 +371,7 @@ def lf_setup(store: GraphStore, cfg: LFRunConfig) -> LFSetup:
                    holdout={"seeds": list(cfg.holdout_seeds), "n": int(len(holdout)), "ids": hash_ids(holdout)}
                    if holdout is not None else None,
                    valid_ids=valid_ids, y_train=scaler.transform(y_train), y_valid=scaler.transform(y_valid),
-                   scaler=scaler, c_train=c_all[rows_train] if keep_c else None,
+                   scaler=scaler, recipe=recipe_of(store), c_train=c_all[rows_train] if keep_c else None,
                    c_valid=c_all[rows_valid] if keep_c else None)
 
 
@@ -355,7 +413,8 @@ def lf_checkpoint_info(prep: LFPrepared, cfg: LFRunConfig) -> dict[str, Any]:
     return {"model_spec": s.spec.model_dump(mode="json"), "scalers": {"y": s.scaler.to_dict()},
             "meta": {"dataset": s.dataset, "fidelity": s.fidelity, "targets": s.targets,
                      "n_train": int(len(s.train_ids)), "n_valid": int(len(s.valid_ids)), "holdout": s.holdout,
-                     "train_config": asdict(cfg.train), "load_seconds": prep.load_seconds}}
+                     "train_config": asdict(cfg.train), "load_seconds": prep.load_seconds,
+                     "recipe": prep.setup.recipe}}
 
 
 #: beside lf.ckpt: the molecules an LF model was trained and validated on (``mol_id``, ``role``)
@@ -378,7 +437,7 @@ def write_lf_outputs(out_dir: str | Path, model: MFModel, info: dict[str, Any], 
     m = info["meta"]
     meta = {"dataset": m["dataset"], "fidelity": m["fidelity"], "targets": m["targets"], "n_train": m["n_train"],
             "n_valid": m["n_valid"], "holdout": m.get("holdout"), "best_epoch": res.best_epoch,
-            "train_config": m["train_config"],
+            "train_config": m["train_config"], "inference": {"recipe": m.get("recipe")},
             "load_seconds": m["load_seconds"], **(extra_meta or {})}
     path = save_checkpoint(out / "lf.ckpt", model, kind="lf", scalers=info["scalers"], meta=meta)
     write_json_atomic(out / "history.json", res.to_dict())

@@ -13,7 +13,9 @@ hook                        what it says / does (who calls it)
 ``lf_init``                 whether it starts from an LF model's weights (plan: which LF models;
                             search space; ``train_hf``)
 ``augment(lf, fold)``       the raw augmentation matrix concatenated before the head (``train_hf``)
-``target_offset(...)``      a per-molecule offset the model learns a residual on (``delta``)
+``fit_offset(...)``,        a per-molecule offset the model learns a residual on (``delta``): its
+``apply_offset(...)``       parameters fitted on the training fold (saved with the model), applied
+                            to any molecules (``train_hf``, ``mfray predict``)
 ``model_spec(...)``         the :class:`~mfray.models.ModelSpec` it trains (``train_hf``)
 ``prepare(model, ...)``     loads LF weights and returns the :class:`FreezePlan` that ``fit``
                             receives explicitly (``train_hf``)
@@ -154,12 +156,25 @@ class Strategy:
         with training-fold statistics."""
         return None
 
-    def target_offset(self, lf: Mapping[str, Mapping[LFInput, np.ndarray]], y_train: np.ndarray
-                      ) -> dict[str, np.ndarray] | None:
-        """Per-fold offsets ``[n, T]`` the model learns the residual on (predictions add them back), or
-        None. ``lf``: fold -> the inputs of :meth:`needs`; ``y_train``: training targets with only the
-        values the model may fit (NaN elsewhere)."""
+    def fit_offset(self, lf_train: Mapping[LFInput, np.ndarray], y_train: np.ndarray) -> dict[str, Any] | None:
+        """The parameters (JSON-able) of a per-molecule offset the model learns the residual on, fitted on
+        the training fold, or None (no offset). ``lf_train``: the inputs of :meth:`needs` for the training
+        fold; ``y_train``: training targets with only the values the model may fit (NaN elsewhere). They
+        are saved with the model, so :meth:`apply_offset` gives new molecules the same offset."""
         return None
+
+    def apply_offset(self, params: Mapping[str, Any], lf: Mapping[LFInput, np.ndarray], fold: str) -> np.ndarray:
+        """The offsets ``[n, T]`` of molecules with LF inputs ``lf`` (predictions add them back)."""
+        raise NotImplementedError(f"strategy {self.name!r} has no target offset")
+
+    def target_offset(self, lf: Mapping[str, Mapping[LFInput, np.ndarray]], y_train: np.ndarray
+                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """:meth:`fit_offset` on the training fold and :meth:`apply_offset` on every fold of ``lf`` (fold ->
+        the inputs of :meth:`needs`): ``(params, fold -> offsets)``, or None."""
+        params = self.fit_offset(lf["train"], y_train)
+        if params is None:
+            return None
+        return params, {f: self.apply_offset(params, inputs, f) for f, inputs in lf.items()}
 
     # ------------------------------------------------------------------ model
     def model_spec(self, ctx: ModelContext) -> ModelSpec:

@@ -134,10 +134,9 @@ class Delta(Strategy):
     def _lf(lf: Mapping[LFInput, np.ndarray]) -> np.ndarray:
         return lf[LFInput.LABEL] if LFInput.LABEL in lf else lf[LFInput.PREDICTION]
 
-    def target_offset(self, lf: Mapping[str, Mapping[LFInput, np.ndarray]], y_train: np.ndarray
-                      ) -> dict[str, np.ndarray] | None:
-        x_train = self._lf(lf["train"])[:, 0].astype(np.float64)
-        offsets: dict[str, list[np.ndarray]] = {f: [] for f in lf}
+    def fit_offset(self, lf_train: Mapping[LFInput, np.ndarray], y_train: np.ndarray) -> dict[str, Any] | None:
+        x_train = self._lf(lf_train)[:, 0].astype(np.float64)
+        lines = []
         for j in range(y_train.shape[1]):
             ok = np.isfinite(x_train) & np.isfinite(y_train[:, j])
             if not ok.any():
@@ -148,13 +147,15 @@ class Delta(Strategy):
                 b, a = 0.0, float(np.mean(y_train[ok, j]))
             else:
                 b, a = np.polyfit(x_train[ok], y_train[ok, j].astype(np.float64), 1)
-            for f, inputs in lf.items():
-                x = self._lf(inputs)[:, 0].astype(np.float64)
-                if not np.isfinite(x).all():
-                    raise MfrayError(f"strategy 'delta': {int((~np.isfinite(x)).sum())} {f} molecules have no LF value "
-                                     "(inductively delta reads the LF model's prediction)")
-                offsets[f].append(a + b * x)
-        return {f: np.stack(v, axis=1).astype(np.float32) for f, v in offsets.items()}
+            lines.append({"intercept": float(a), "slope": float(b)})
+        return {"lines": lines, "input": next(iter(k.value for k in lf_train if k in (LFInput.LABEL, LFInput.PREDICTION)))}
+
+    def apply_offset(self, params: Mapping[str, Any], lf: Mapping[LFInput, np.ndarray], fold: str) -> np.ndarray:
+        x = self._lf(lf)[:, 0].astype(np.float64)
+        if not np.isfinite(x).all():
+            raise MfrayError(f"strategy 'delta': {int((~np.isfinite(x)).sum())} {fold} molecules have no LF value "
+                             "(inductively delta reads the LF model's prediction)")
+        return np.stack([line["intercept"] + line["slope"] * x for line in params["lines"]], axis=1).astype(np.float32)
 
     def prepare(self, model: Any, lf_state: Mapping[str, Any] | None = None, *,
                 freeze: Sequence[str] | None = None, unfreeze_epoch: int | None = None) -> FreezePlan:

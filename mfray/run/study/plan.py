@@ -5,6 +5,7 @@ Storage layout under ``--storage`` (a folder or URI)::
     results/study=<name>/run-<run_key>.parquet   the central results table (one part per finished run)
     lf/<lf_key>/lf.ckpt, outputs.parquet          LF models and their predictions/embeddings per molecule
     search/<search_key>/best.json, trials.json     one search per (task, setting, strategy)
+    runs/<run_key>/best.ckpt, config.json         each refit's best-validation model and its resolved config
     runs/<run_key>/predictions.parquet            per-run test/valid/train predictions
     studies/<name>/driver.json, spec.json          who is running the study, the resolved spec
     ray/                                          Ray Tune / Ray Train experiment folders

@@ -108,6 +108,7 @@ def _context(plan: StudyPlan, task: TaskPlan, search: SearchPlan | None = None) 
         search_seed=task.seeds[plan.study.search.seed_index],
         lf_checkpoints={r: p.checkpoint.uri for r, p in search.lf.items()} if search else {},
         outputs=search.outputs_lf.outputs.uri if search and search.outputs_lf else None,
+        outputs_checkpoint=search.outputs_lf.checkpoint.uri if search and search.outputs_lf else None,
         dataset_spec={**task.spec.model_dump(mode="json"), "spec_path": task.spec.spec_path},
         censored=task.censored)
 
@@ -355,7 +356,7 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
     def submit(job: _Job):
         job.attempts += 1
         if job.kind == "refit":
-            return refit_remote.remote(job.ctx, job.params, job.seed, plan.run_dir(job.key).child("predictions.parquet").uri)
+            return refit_remote.remote(job.ctx, job.params, job.seed, plan.run_dir(job.key).uri)
         return baseline_remote.remote(job.ctx, job.params["baseline"], job.seed, job.params["grid"])
 
     pending = {submit(j): j for j in todo}

@@ -39,6 +39,7 @@ class TrialContext:
     search_seed: int  # the split seed searches run on
     lf_checkpoints: dict[str, str] = field(default_factory=dict)  # LF readout -> checkpoint location
     outputs: str | None = None  # LF outputs (predictions, embeddings) location
+    outputs_checkpoint: str | None = None  # the LF checkpoint those outputs came from
     dataset_spec: dict[str, Any] | None = None  # to rebuild the store on a node that lacks it
     censored: str | None = None  # the task's censored-label policy (TaskPlan.censored)
 
@@ -72,7 +73,7 @@ def hf_run_config(ctx: TrialContext, task, config: dict[str, Any], train_seed: i
     return HFRunConfig(strategy=config["strategy"], readout=config.get("readout"), model=dict(config["model"]),
                        train=train, lf_checkpoint=lf_ckpt, lf_prediction=lf.prediction if lf else None,
                        lf_embedding=lf.embedding if lf else None, freeze=config.get("freeze"),
-                       unfreeze_epoch=config.get("unfreeze_epoch"))
+                       unfreeze_epoch=config.get("unfreeze_epoch"), lf_model_ref=ctx.outputs_checkpoint if lf else None)
 
 
 def _trial_index(trial_dirname: str, trial_id: str) -> int | None:
@@ -150,21 +151,29 @@ def hf_trial(config: dict[str, Any], ctx: TrialContext) -> None:
              on_checkpoint=on_checkpoint if every else None)
 
 
-def refit(ctx: TrialContext, config: dict[str, Any], seed: int, predictions_to: str | None) -> dict[str, Any]:
-    """Train the selected configuration on split ``seed``; metrics of its best-validation epoch."""
+#: what a refit keeps in its run folder (``<storage>/runs/<run key>/``): the best-validation model
+#: (``mfray study export`` / ``mfray predict``) and its per-molecule predictions of every fold
+RUN_FILES = ("best.ckpt", "predictions.parquet")  # + config.json, the resolved configuration
+
+
+def refit(ctx: TrialContext, config: dict[str, Any], seed: int, run_dir: str | None) -> dict[str, Any]:
+    """Train the selected configuration on split ``seed``; metrics of its best-validation epoch. With
+    ``run_dir`` the model and its predictions are kept there (:data:`RUN_FILES`)."""
+    import tempfile
+
     from mfray.train.task import train_hf
 
     started = datetime.now(UTC)
     task = load_study_task(ctx, seed)
     cfg = hf_run_config(ctx, task, config, train_seed=seed)
-    res = train_hf(task, cfg)
-    if predictions_to:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / "predictions.parquet"
-            res.predictions.write_parquet(p)
-            Location(predictions_to).put(p)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train_hf(task, cfg, out_dir=tmp if run_dir else None)
+        if run_dir:
+            for name in RUN_FILES:
+                Location(run_dir).child(name).put(Path(tmp) / name)
+            Location(run_dir).child("config.json").write_json(
+                {"task": task.name, "dataset": task.dataset, "setting": task.setting, "split_seed": seed,
+                 "strategy": cfg.strategy, "config": config, "lf_checkpoint": cfg.lf_checkpoint or cfg.lf_model_ref})
     return {"task": task.name, "dataset": task.dataset, "metrics": res.metrics, "best_epoch": res.fit.best_epoch,
             # what was built and trained (the record says this, not what the config asked for)
             "readout": res.readout, "freeze": list(res.freeze_plan.stages), "lr": res.train_config.lr,
