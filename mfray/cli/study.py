@@ -39,6 +39,20 @@ def add_parser(sub) -> None:
     r.add_argument("--no-report", action="store_true", help="do not print the report at the end")
     r.add_argument("--plots", metavar="DIR", help="also write the report's PNG figures into DIR")
     r.set_defaults(func=run)
+    e = ss.add_parser("export", parents=[common], help="a study's models of one task and strategy as a folder mfray predict uses",
+                      description="Write the refits of one (task, setting, strategy) of a finished study, one per split "
+                      "seed, with the LF model they read, the resolved config and the study's test metrics, into a model "
+                      "folder: `mfray predict DIR INPUT` scores new molecules with them as an ensemble (mean, and std "
+                      "across members as an uncertainty).")
+    e.add_argument("--task", required=True, metavar="NAME", help="the task (its dataset name, or the task name of the report)")
+    pick = e.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--strategy", metavar="NAME", help="the strategy whose refits to export")
+    pick.add_argument("--best", action="store_true", help="the strategy the study's selection chose for the task "
+                      "(best mean validation score over the split seeds)")
+    e.add_argument("--setting", choices=("transductive", "inductive"),
+                   help="which setting's models (needed when the study ran both)")
+    e.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
+    e.set_defaults(func=export)
     s = ss.add_parser("status", parents=[common], help="what is done, running, failed, pending")
     s.add_argument("-v", "--verbose", action="store_true", help="list every step, not only the unfinished ones")
     s.set_defaults(func=status)
@@ -107,4 +121,21 @@ def status(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     sys.stdout.write(study_status(plan).render(verbose=args.verbose))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from mfray.run.study.export import export_model
+
+    plan = _plan(args)
+    res = export_model(plan, args.task, args.out, strategy=args.strategy, best=args.best, setting=args.setting)
+    if res.chosen_by:
+        print(res.chosen_by, file=sys.stderr)
+    seeds = ", ".join(str(m["split_seed"]) for m in res.members)
+    r2 = [m["test_metrics"].get("r2") for m in res.members]
+    shown = ", ".join(f"{x:.3f}" for x in r2 if x is not None)
+    print(f"exported {res.strategy} ({res.setting}) on {res.task}: {len(res.members)} model(s), split seeds {seeds}"
+          + (f" (test R2 {shown})" if shown else "") + (f", with LF model {res.lf_checkpoint}" if res.lf_checkpoint else "")
+          + f" -> {res.out}")
+    print(f"score new molecules: mfray predict {res.out} molecules.csv --out predictions.csv")
     return 0

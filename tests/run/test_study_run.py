@@ -220,3 +220,31 @@ def test_inductive_study_with_lf_model_strategies(ray_local, demo_store, tmp_pat
     assert runs.height == 6 * 2 and runs["value"].is_not_nan().all()
     tr = df.filter(pl.col("strategy") == "tune_readout").select("readout").unique()["readout"].to_list()
     assert tr == ["set_transformer"]  # the built model's (the LF model's readout)
+
+    # the refits kept their models: export an LF-model strategy and score molecules with the ensemble
+    from mfray.predict import load_predictor, predict_file
+    from mfray.run.study.export import export_model
+
+    for strategy in ("embeddings", "tune_readout"):
+        exp = export_model(plan, "aid1445", tmp_path / strategy, strategy=strategy)
+        assert [m["split_seed"] for m in exp.members] == sorted(plan.tasks[0].seeds)
+        assert (exp.lf_checkpoint is not None) == (strategy == "embeddings")
+        pred = load_predictor(tmp_path / strategy)
+        assert len(pred.members) == 2 and (pred.lf_model is not None) == (strategy == "embeddings")
+        mols = demo_store.table("molecules").select("mol_id", pl.col("input_smiles").alias("smiles"))
+        mols.write_csv(tmp_path / "mols.csv")
+        predict_file(pred, tmp_path / "mols.csv", tmp_path / f"{strategy}.parquet", executor="local")
+        got = pl.read_parquet(tmp_path / f"{strategy}.parquet").with_columns(pl.col("mol_id").cast(pl.Int64))
+        assert got.height == mols.height and (got["prediction_std"] > 0).all()
+        # the ensemble mean is the mean of the refits' own predictions of the same molecules
+        refs = [pl.read_parquet(Path(plan.run_dir(m["run_key"]).path) / "predictions.parquet")
+                .select("mol_id", pl.col("y_pred").alias(f"p{i}")) for i, m in enumerate(exp.members)]
+        both = got.join(refs[0], on="mol_id").join(refs[1], on="mol_id")
+        import numpy as np
+
+        np.testing.assert_allclose(both["prediction"].to_numpy(), ((both["p0"] + both["p1"]) / 2).to_numpy(), atol=1e-4)
+    best = export_model(plan, "aid1445", tmp_path / "best", best=True)
+    chosen = df.filter(pl.col("strategy") == "selected")["params_selected"][0]
+    assert best.strategy == chosen and chosen in best.chosen_by
+    with pytest.raises(Exception, match="no finished runs of it"):
+        export_model(plan, "aid1445", tmp_path / "x", strategy="label")
