@@ -267,10 +267,25 @@ def run_embed(args: argparse.Namespace) -> int:
 
     from mfray.train.task import embed_store, write_embeddings
 
+    from mfray.models.checkpoint import load_checkpoint
+    from mfray.utils.errors import MfrayError
+
+    kind = load_checkpoint(args.checkpoint).get("kind")
+    if kind != "lf":
+        raise MfrayError(f"{args.checkpoint}: mfray embed runs LF models (lf.ckpt of mfray pretrain); this is an "
+                         f"{kind!r} model: score molecules with it, and get its embeddings, with "
+                         f"`mfray predict {args.checkpoint} INPUT.csv --embeddings`")
     spec, store = open_store(args.spec, args.store_root)
     ids = None
     if args.fidelity:
+        fids = sorted(store.table("task_labels")["fidelity"].unique().to_list())
+        if args.fidelity not in fids:
+            raise MfrayError(f"--fidelity {args.fidelity!r}: {spec.name} has fidelities {fids}")
         ids = store.table("task_labels").filter(pl.col("fidelity") == args.fidelity)["mol_id"].unique().sort().to_numpy()
+    counts = store.manifest.get("counts", {})
+    if (ids is not None and len(ids) == 0) or counts.get("molecules", 1) == 0:
+        raise MfrayError(f"{spec.name}: no molecules to embed ({counts.get('rows_quarantined', 0):,} rows quarantined; "
+                         f"`mfray data show {args.spec}` lists why)")
     table = embed_store(args.checkpoint, store, ids)
     write_embeddings(table, args.out)
     print(f"wrote {table.num_rows:,} molecules ({table.schema.field('embedding').type}) to {args.out}")

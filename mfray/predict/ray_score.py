@@ -90,7 +90,7 @@ def ray_scored_chunks(predictor: Predictor, src: Path, smiles: str, lf_column: s
 
     from mfray.run.runtime import ensure_ray
 
-    ensure_ray()
+    ensure_ray(log_to_driver=False)  # errors still arrive as exceptions; workers' chatter stays in Ray's logs
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
@@ -102,7 +102,7 @@ def ray_scored_chunks(predictor: Predictor, src: Path, smiles: str, lf_column: s
         import pyarrow.parquet as pq
 
         columns = pq.ParquetFile(src).schema_arrow.names
-        ds = ray.data.read_parquet(str(src))
+        ds = ray.data.read_parquet(str(src), num_cpus=0)
     else:
         import pyarrow.csv as pcsv
 
@@ -113,12 +113,14 @@ def ray_scored_chunks(predictor: Predictor, src: Path, smiles: str, lf_column: s
             convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
                                                 quoted_strings_can_be_null=False),
             arrow_open_stream_args={"compression": "gzip"} if src.name.lower().endswith(".gz") else None,
-            include_paths=False)
+            include_paths=False, num_cpus=0)
+    # reads take no CPU slot (num_cpus=0 above): the scoring actors hold one each, all of them, and a read
+    # task waiting for a free slot would wait for ever
     ref = ray.put(predictor)  # the model goes to the object store once; every actor reads it from there
     log(f"scoring on Ray Data with {n} actor(s)")
     scored = ds.map_batches(_ScoreBatches, fn_constructor_args=([ref], smiles, lf_column, batch_size, embeddings, columns),
                             batch_size=chunk_rows, batch_format="pyarrow", concurrency=n, num_cpus=1,
-                            zero_copy_batch=True)
+                            zero_copy_batch=True, max_restarts=0)
     for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
         if batch.num_rows:
             yield _split(batch, columns)

@@ -67,3 +67,28 @@ def test_pretrain_size_preset_and_flags(tmp_path):
     assert model["readout_kwargs"] == {"hidden_dim": 256, "num_heads": 8, "num_seeds": 8, "out_dim": 256}
     spec = torch.load(lf / "lf.ckpt", weights_only=True)["model_spec"]
     assert spec["readout_kwargs"]["hidden_dim"] == 256 and spec["hidden_dim"] == 16
+
+
+def test_embed_refuses_hf_models_and_empty_inputs(tmp_path, capsys):
+    root = str(tmp_path / "stores")
+    small = ["--hidden-dim", "16", "--latent-dim", "4", "--no-progress", "--store-root", root]
+    out = tmp_path / "label"
+    assert main(["train", "aid1445", "--strategy", "label", "--epochs", "1", "--out", str(out), *small]) == 0
+    capsys.readouterr()
+    code = main(["embed", str(out / "best.ckpt"), "aid1445", "--out", str(tmp_path / "e.parquet"), "--store-root", root])
+    err = capsys.readouterr().err
+    assert code == 2 and "mfray predict" in err and "--embeddings" in err and "Traceback" not in err
+
+    lf = tmp_path / "lf"
+    assert main(["pretrain", "aid1445", "--epochs", "1", "--max-steps", "1", "--out", str(lf), *small]) == 0
+    (tmp_path / "bad.csv").write_text("smiles,SD,DR\nC1CC,1,2\nnot a smiles,3,4\n")
+    (tmp_path / "bad.toml").write_text('name = "allbad"\n[source]\nkind = "local"\n[source.files.f]\npath = "bad.csv"\n'
+                                       'smiles_column = "smiles"\n[[source.labels]]\nfidelity = "lf"\ntarget = "SD"\n'
+                                       'file = "f"\ncolumn = "SD"\n[[source.labels]]\nfidelity = "hf"\ntarget = "DR"\n'
+                                       'file = "f"\ncolumn = "DR"\n')
+    capsys.readouterr()
+    code = main(["embed", str(lf / "lf.ckpt"), str(tmp_path / "bad.toml"), "--out", str(tmp_path / "e.parquet"),
+                 "--store-root", root])
+    err = capsys.readouterr().err
+    assert code == 2 and ("no molecules" in err or "quarantined" in err), err
+    assert not (tmp_path / "e.parquet").exists()

@@ -137,3 +137,30 @@ def test_cli_predict_and_its_errors(demo_store, lf_ckpt, screen, tmp_path, capsy
     emb = _train(demo_store, "embeddings", tmp_path / "emb", lf_ckpt)
     assert main(["predict", str(emb), str(path), "--lf-checkpoint", str(tmp_path / "gone.ckpt"), "--no-progress"]) == 2
     assert "checkpoint does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_ray_data_scoring_matches_in_process(demo_store, lf_ckpt, screen, tmp_path):
+    """The Ray Data path (actors, the model in the object store once, results in input order) writes what
+    the in-process loop writes."""
+    import ray
+
+    from mfray.predict import load_predictor, predict_file
+    from mfray.run.runtime import ensure_ray
+
+    out = _train(demo_store, "hybrid_label", tmp_path / "run", lf_ckpt)
+    path, frame = screen
+    pred = load_predictor(out)
+    ensure_ray(num_cpus=2, log_to_driver=False)
+    try:
+        a = predict_file(pred, path, tmp_path / "ray.parquet", executor="ray", workers=2, chunk_rows=100, embeddings=True)
+    finally:
+        ray.shutdown()
+    b = predict_file(pred, path, tmp_path / "local.parquet", executor="local", chunk_rows=100, embeddings=True)
+    assert (a.executor, b.executor) == ("ray", "local")
+    assert (a.n_input, a.n_scored, a.n_rejected) == (b.n_input, b.n_scored, b.n_rejected) == (frame.height, frame.height - 1, 1)
+    ra, rb = pl.read_parquet(tmp_path / "ray.parquet"), pl.read_parquet(tmp_path / "local.parquet")
+    assert ra.columns == rb.columns and ra["CID"].to_list() == rb["CID"].to_list()
+    np.testing.assert_allclose(ra["prediction"].to_numpy(), rb["prediction"].to_numpy(), atol=1e-5)
+    assert ra["lf_source"].to_list() == rb["lf_source"].to_list()
+    assert pl.read_csv(a.rejected_file)["row"].to_list() == [301]
