@@ -384,6 +384,65 @@ class Table:
     title: str = ""
     notes: list[str] = field(default_factory=list)
     bold: set[tuple[int, str]] = field(default_factory=set)  # (row index, column name)
+    #: columns that summarise a row over the tasks (avg rank, mean change, ...): after the task columns
+    summary: tuple[str, ...] = ()
+    #: rows before which LaTeX draws a \midrule (a transposed table's summary rows)
+    rules: set[int] = field(default_factory=set)
+
+
+def transpose(table: Table, first: str = "task") -> Table:
+    """Methods x tasks -> tasks x methods (for many tasks): the task columns become rows, the summary
+    columns (avg rank, mean change, ...) rows under a rule, and the bold cells follow. Tables whose
+    rows are not methods come back as they are."""
+    frame = table.frame
+    head, *cols = frame.columns
+    if head != "method":
+        return table
+    methods = frame[head].to_list()
+    if len(set(methods)) != len(methods):
+        raise ResultsError(f"cannot transpose {table.title!r}: a method appears twice")
+    data = {first: cols} | {m: [frame[c][i] for c in cols] for i, m in enumerate(methods)}
+    out = pl.DataFrame(data, schema={k: pl.String for k in data})
+    bold = {(cols.index(c), methods[i]) for i, c in table.bold}
+    n_tasks = len([c for c in cols if c not in table.summary])
+    rules = {n_tasks} if 0 < n_tasks < len(cols) else set()
+    notes = [*table.notes, "Tasks are rows, methods columns."]
+    return Table(out, table.title, notes, bold, (), rules)
+
+
+def humanize(table: Table) -> Table:
+    """Registry names -> human labels (:mod:`mfray.results.labels`) in the method cells, the headers
+    and the title's leading metric, for tables bound for a paper (LaTeX)."""
+    from mfray.results.labels import LABELS, METRIC_LABELS, label, method_label
+
+    def word(w: str) -> str:
+        return label(w) if w in METRIC_LABELS or w == FLOOR else w
+
+    def header(c: str) -> str:
+        return " ".join(word(w) for w in c.split(" "))
+
+    frame = table.frame
+    cols = {}
+    for c in frame.columns:
+        if c in ("method", "vs", "best in hindsight"):
+            raw = frame[c].to_list()
+            new = [None if v is None else method_label(v) for v in raw]
+            # two methods with the same label would merge in a reader's eye: keep their registry names
+            sources = defaultdict(set)
+            for r, n in zip(raw, new, strict=True):
+                sources[n].add(r)
+            clash = {n for n, rs in sources.items() if n is not None and len(rs) > 1}
+            cols[c] = [r if n in clash else n for r, n in zip(raw, new, strict=True)]
+        elif c == "selected":
+            cols[c] = [None if v is None else ", ".join(LABELS.get(x, x) for x in v.split(", ")) for v in frame[c]]
+        else:
+            cols[c] = frame[c].to_list()
+    names = {c: header(c) for c in frame.columns}
+    out = pl.DataFrame({names[c]: v for c, v in cols.items()}, schema={names[c]: pl.String for c in cols})
+    metric, _, rest = table.title.partition(" ")
+    title = f"{word(metric.rstrip(':'))}{':' if metric.endswith(':') else ''} {rest}".strip() if table.title else ""
+    return Table(out, title, table.notes, {(i, names[c]) for i, c in table.bold},
+                 tuple(names[c] for c in table.summary), table.rules)
 
 
 def _f(x: float | None, digits: int, signed: bool = False) -> str:
@@ -404,7 +463,8 @@ def _md_cell(s: str) -> str:
 
 _LATEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-              "±": r"$\pm$", "–": "--", "<": r"$<$", ">": r"$>$"}
+              "±": r"$\pm$", "–": "--", "<": r"$<$", ">": r"$>$", "²": r"$^2$", "Δ": r"$\Delta$",
+              "≥": r"$\geq$", "≤": r"$\leq$"}
 
 
 def _tex(s: str) -> str:
@@ -442,6 +502,8 @@ def render(table: Table | pl.DataFrame, fmt: Format = "md") -> str:
         lines += [r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", r"\toprule",
                   " & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
         for i, row in enumerate(cells):
+            if i in t.rules:
+                lines.append(r"\midrule")
             lines.append(" & ".join(cell(i, c, s) for c, s in zip(cols, row, strict=True)) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
         if t.notes:
@@ -491,7 +553,7 @@ def metric_table(summary: pl.DataFrame, ranks: pl.DataFrame, fold: str, digits: 
     if any(FLOOR in (s, mo) for s, mo in summary.select("strategy", "model").iter_rows()):
         notes.append(f"{FLOOR}: a straight line fitted on the measured LF label alone (no structure), the floor "
                      "a label strategy must beat to have learned anything from the molecules.")
-    return Table(frame, f"{metric} ({fold}) by task", notes, bold)
+    return Table(frame, f"{metric} ({fold}) by task", notes, bold, summary=("avg rank",))
 
 
 def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) -> Table:
@@ -541,7 +603,7 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
     if any(floor_col):
         frame = frame.with_columns(pl.Series(f"beats {FLOOR}", floor_col, dtype=pl.String))
         notes.append(f"beats {FLOOR}: tasks where the label strategy's mean is better than the {FLOOR} floor.")
-    return Table(frame, f"{metric}: change over base", notes)
+    return Table(frame, f"{metric}: change over base", notes, summary=tuple(frame.columns[1 + len(units):]))
 
 
 #: strategies that are a choice among the others, not a method of their own (left out of "best in hindsight")
@@ -727,6 +789,7 @@ def make_report(
     ddof: int = 1,
     digits: int = 3,
     plot_formats: Sequence[str] = ("png",),
+    transpose_tables: bool = False,
 ) -> str:
     """Tables (and figures) of one study or of every study in ``store_or_df``.
 
@@ -735,8 +798,12 @@ def make_report(
         study: the study to report; None reports every study, one section each.
         metrics: metrics to report; default ``("r2", "mae")`` where present, else every metric of ``fold``.
         fmt: ``"md"``, ``"latex"`` or ``"csv"`` (CSV: one long table, every number, no formatting).
+            LaTeX tables (booktabs) use the human labels of :mod:`mfray.results.labels`; Markdown and
+            CSV keep the registry names.
         plots_dir: when given, writes ``<study>__<metric>_<fold>_by_task.<ext>`` and
             ``<study>__<metric>_<fold>_gain.<ext>`` for each ``ext`` in ``plot_formats``.
+        transpose_tables: the wide tables (metric by task, change over base) with tasks as rows and
+            methods as columns, for studies with many tasks (no effect on CSV).
 
     Returns:
         the rendered report.
@@ -744,7 +811,15 @@ def make_report(
     if fmt not in ("md", "latex", "csv"):
         raise ResultsError(f"unknown report format {fmt!r}: use md, latex or csv")
     df = _load(store_or_df, study)
-    out: list[str] = []
+
+    def show(table: Table) -> str:
+        if fmt == "latex":
+            table = humanize(table)
+        if transpose_tables:
+            table = transpose(table)
+        return render(table, fmt)
+
+    out: list[str] = [r"% tables need \usepackage{booktabs}" + "\n"] if fmt == "latex" else []
     longs: list[pl.DataFrame] = []
     for st in sorted(df["study"].unique().to_list()):
         study_df = df.filter(pl.col("study") == st)
@@ -760,7 +835,7 @@ def make_report(
                     out.append(_policy_line(policy, fmt))
                     labels = label_table(sdf)
                     if labels is not None:
-                        out.append(render(labels, fmt))
+                        out.append(show(labels))
             for metric in picked:
                 summary = summarize(sdf, metric, fold, ddof=ddof)
                 changes = compare_to_base(summary, base)
@@ -770,13 +845,13 @@ def make_report(
                     longs.append(long_table(summary, changes, tests, st, fold).with_columns(
                         censored=pl.lit(policy, pl.String)))
                 else:
-                    out.append(render(metric_table(summary, ranks, fold, digits, ddof), fmt))
+                    out.append(show(metric_table(summary, ranks, fold, digits, ddof)))
                     selection = selection_table(summary, sdf, digits)
                     if selection is not None:
-                        out.append(render(selection, fmt))
+                        out.append(show(selection))
                     if changes["base_method"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
-                        out.append(render(change_table(changes, tests, digits), fmt))
-                        out.append(render(seed_test_table(tests, digits), fmt))
+                        out.append(show(change_table(changes, tests, digits)))
+                        out.append(show(seed_test_table(tests, digits)))
                     else:
                         out.append(f"(no {base!r} strategy to compare against for {metric})\n")
                 if plots_dir is not None:

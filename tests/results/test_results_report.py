@@ -186,6 +186,40 @@ def test_plots_written(synth_store, tmp_path):
         assert p.stat().st_size > 5000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_transpose_puts_tasks_in_rows(df):
+    summary = R.summarize(df, "r2")
+    table = R.metric_table(summary, R.rank(summary), "test")
+    t = R.transpose(table)
+    assert t.frame.columns == ["task", "base", "lf_linear", "label", "embeddings"]
+    assert t.frame["task"].to_list() == [*TASK_NAMES, "avg rank"]
+    for i, u in enumerate(TASK_NAMES):
+        assert t.frame["label"][i] == table.frame.filter(pl.col("method") == "label")[u][0]
+    # the bold (best per task) cells follow the cells; the summary row sits under a rule
+    assert t.bold == {(i, "label") for i in range(3)} == {(TASK_NAMES.index(c), "label") for _, c in table.bold}
+    assert t.rules == {3}
+    tex = R.render(t, "latex")
+    assert tex.index(r"\midrule", tex.index(TASK_NAMES[-1].replace("_", r"\_"))) < tex.index("avg rank")
+    text = R.make_report(df, metrics=["r2"], transpose_tables=True)
+    assert "| task | base | lf_linear | label | embeddings |" in text
+    assert "| method | aid1445:hf/DR |" not in text
+    assert "| method | aid1445:hf/DR |" in R.make_report(df, metrics=["r2"])
+    seeds = R.seed_test_table(R.paired_tests(df, "r2"))
+    assert R.transpose(seeds) is seeds  # rows are not methods: left as it is
+
+
+def test_latex_is_booktabs_with_human_labels(df):
+    tex = R.make_report(df, metrics=["r2"], fmt="latex")
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert tex.count(rule) == tex.count(r"\begin{tabular}") >= 3
+    assert r"\hline" not in tex and r"\usepackage{booktabs}" in tex
+    assert r"\caption{R$^2$ (test) by task}" in tex and r"\caption{R$^2$: change over base}" in tex
+    rows = [ln.split(" & ")[0] for ln in tex.splitlines() if " & " in ln]
+    assert {"Base (HF only)", "LF-linear floor", "LF label", "LF embeddings"} <= set(rows)
+    assert "label" not in rows and "beats LF-linear floor" in tex
+    md = R.make_report(df, metrics=["r2"])
+    assert "| label |" in md and "| LF label |" not in md  # Markdown keeps the registry names
+
+
 def test_errors(synth_store, df):
     with pytest.raises(ResultsError, match="available: mae, r2"):
         R.make_report(df, metrics=["auroc"])
