@@ -33,7 +33,7 @@ def test_report_latex_out_file_and_plots(synth_store, tmp_path, capsys):
                  "--plots", str(tmp_path / "figs"), "--out", str(out_file), "--seed-test", "wilcoxon"]) == 0
     text = out_file.read_text()
     assert text.count(r"\begin{table}") == 6 and "Wilcoxon signed-rank over split seeds" in text
-    assert len(list((tmp_path / "figs").glob("*.png"))) == 4
+    assert len(list((tmp_path / "figs").glob("*.png"))) == 6  # by task, gain, gain heatmap per metric
     assert capsys.readouterr().out == ""
 
 
