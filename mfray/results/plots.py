@@ -359,7 +359,7 @@ def gain_heatmap_figure(changes: pl.DataFrame, *, title: str = "", methods: Sequ
 
 
 def parity_figure(predictions: pl.DataFrame, *, title: str = "", methods: Sequence[str] | None = None,
-                  notes: Mapping[str, str] | None = None, max_cols: int = 4):
+                  notes: Mapping[str, str] | None = None, caption: str = "", max_cols: int = 4):
     """Predicted vs measured values, one panel per method (same axes in every panel).
 
     Args:
@@ -367,6 +367,7 @@ def parity_figure(predictions: pl.DataFrame, *, title: str = "", methods: Sequen
             (0 fitted; +1 the measured value is a lower bound of the true one; -1 an upper bound), and
             optionally ``split_seed``. Rows of several seeds are pooled.
         notes: method -> text written in the panel's corner (e.g. the table's R² mean ± std).
+        caption: a line under the panels, above the legend (what the notes are).
 
     A fitted value is a dot; a bound is an arrow head at (bound, prediction) pointing the way the true
     value lies (right: at least the bound, left: at most), so a prediction on the right side of its bound
@@ -378,14 +379,15 @@ def parity_figure(predictions: pl.DataFrame, *, title: str = "", methods: Sequen
     n = max(len(methods), 1)
     ncols = min(max_cols, n)
     nrows = math.ceil(n / ncols)
-    fig = _new_figure(0.6 + 2.55 * ncols + 1.6, 0.7 + 2.55 * nrows)
+    # wide enough for the title on one line (constrained layout keeps one suptitle line clear of the panels)
+    fig = _new_figure(max(0.6 + 2.55 * ncols, 0.075 * len(title) + 0.8), 1.3 + 2.6 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
     data = predictions.filter(pl.col("y_true").is_not_nan() & pl.col("y_pred").is_not_nan())
     if "censor" not in data.columns:
         data = data.with_columns(censor=pl.lit(0, pl.Int8))
     both = np.concatenate([data["y_true"].to_numpy(), data["y_pred"].to_numpy()]) if data.height else np.zeros(1)
     lo, hi = float(both.min()), float(both.max())
-    pad = 0.04 * (hi - lo or 1.0)
+    pad = 0.06 * (hi - lo or 1.0)  # room for the arrow heads of bounds at the edge
     lo, hi = lo - pad, hi + pad
     kinds = {0: ("fitted", "o", "#0072B2", 10, 0.45), 1: ("bound_lower", ">", "#D55E00", 16, 0.8),
              -1: ("bound_upper", "<", "#D55E00", 16, 0.8)}
@@ -409,7 +411,7 @@ def parity_figure(predictions: pl.DataFrame, *, title: str = "", methods: Sequen
         ax.set_title(method_label(m), fontsize=9)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        ax.set_aspect("equal")
+        ax.set_box_aspect(1)  # square panels with the same limits on both axes: the diagonal at 45°
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25)
     for ax in axes[-1]:
@@ -422,7 +424,9 @@ def parity_figure(predictions: pl.DataFrame, *, title: str = "", methods: Sequen
               (Line2D([], [], color="black", linewidth=0.8, linestyle=(0, (4, 2))), "predicted = measured")]
     present = set(data["censor"].unique().to_list()) if data.height else set()
     legend = [h for h, c in zip(legend, (0, 1, -1, None), strict=True) if c is None or c in present]
-    fig.legend(*zip(*legend, strict=True), loc="outside right upper", fontsize=8, frameon=False)
+    # under the panels, in one row: a long title above cannot run into it
+    fig.legend(*zip(*legend, strict=True), loc="outside lower center", ncols=len(legend), fontsize=8, frameon=False,
+               title=caption or None, title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -989,7 +989,8 @@ def _figure_setup(summary: pl.DataFrame, base: str) -> dict:
 def write_plots(summary: pl.DataFrame, changes: pl.DataFrame, plots_dir: str | os.PathLike[str], study: str,
                 fold: str = "test", formats: Sequence[str] = ("png",), *, values: pl.DataFrame | None = None,
                 base: str = "base") -> list[Path]:
-    """Write the metric-by-task, gain-over-base and gain heatmap figures of one metric; returns their paths.
+    """Write the metric-by-task, gain-over-base and gain heatmap figures of one metric (the last two
+    only where some method has a base to compare with); returns their paths.
 
     ``values`` (:func:`seed_values`) adds a dot per split seed and the gain figure's error bars.
     """
@@ -999,12 +1000,11 @@ def write_plots(summary: pl.DataFrame, changes: pl.DataFrame, plots_dir: str | o
     metric = summary["metric"][0]
     setup = _figure_setup(summary, base)
     label = _metric_title(metric, fold)
-    figures = {
-        "by_task": metric_by_task_figure(summary, values, title=f"{study}: {label}", **setup),
-        "gain": gain_figure(changes, seed_changes(values, changes) if values is not None else None,
-                            title=f"{study}: {label}, change over base", **setup),
-    }
-    if changes["base_method"].is_not_null().any():
+    figures = {"by_task": metric_by_task_figure(summary, values, title=f"{study}: {label}", **setup)}
+    # a study without a base strategy (a rerun of some strategies) has no gain to draw
+    if changes["change"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
+        figures["gain"] = gain_figure(changes, seed_changes(values, changes) if values is not None else None,
+                                      title=f"{study}: {label}, change over base", **setup)
         figures["gain_heatmap"] = gain_heatmap_figure(changes, title=f"{study}: {label}, change over base",
                                                       methods=setup["methods"])
     folder = Path(plots_dir)
@@ -1051,8 +1051,10 @@ def write_parity_plots(df: pl.DataFrame, runs_dir: str | os.PathLike[str], plots
                                     + (f" ± {_f(sd, 2)}" if sd is not None else ""))
         n_seeds = p["split_seed"].n_unique()
         pooled = f"{n_seeds} split seed{'s' if n_seeds > 1 else ''} pooled"
-        fig = parity_figure(p, title=f"{study}: {unit}, {fold} fold ({pooled}; in each panel the table's "
-                            "mean ± std over seeds)", methods=[m for m in order if m in set(p["method"])] or None,
+        # one title line: constrained layout makes room for one line of suptitle above panel titles
+        fig = parity_figure(p, title=f"{study}: {unit}, {fold} fold ({pooled})",
+                            caption="in each panel: the table's mean ± std over split seeds" if notes else "",
+                            methods=[m for m in order if m in set(p["method"])] or None,
                             notes={m: "\n".join(v) for m, v in notes.items()})
         paths += [save(fig, Path(plots_dir) / f"{study}__parity_{_slug(unit)}_{fold}.{ext}") for ext in formats]
     return paths

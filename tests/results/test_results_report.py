@@ -184,6 +184,11 @@ def test_plots_written(synth_store, tmp_path):
     assert pngs == ["synth__r2_test_by_task.png", "synth__r2_test_gain.png", "synth__r2_test_gain_heatmap.png"]
     for p in tmp_path.glob("*.png"):
         assert p.stat().st_size > 5000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a study without a base strategy has no gain to draw: no empty gain figures
+    no_base = pl.concat([pl.from_arrow(r.to_arrow()) for r in records(study="nb") if r.strategy != "base"],
+                        how="diagonal_relaxed")
+    R.make_report(no_base, metrics=["r2"], plots_dir=tmp_path / "nb")
+    assert [p.name for p in (tmp_path / "nb").glob("*")] == ["nb__r2_test_by_task.png"]
 
 
 def test_plots_in_every_format(synth_store, tmp_path):
@@ -358,3 +363,4 @@ def test_parity_plots_from_a_study_storage(tmp_path):
     bare = tmp_path / "bare"
     R.make_report(df, metrics=["r2"], plots_dir=bare)
     assert not list(bare.glob("*parity*"))
+
