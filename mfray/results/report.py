@@ -618,7 +618,7 @@ def metric_table(summary: pl.DataFrame, ranks: pl.DataFrame, fold: str, digits: 
     metric = summary["metric"][0]
     hib = higher_is_better(metric)
     units = summary["unit"].unique(maintain_order=True).to_list()
-    methods = _ordered(summary)["method"].unique(maintain_order=True).to_list()
+    methods = method_order(summary)  # the table order, whatever task a method first appears in
     cell = {(r["unit"], r["method"]): r for r in summary.iter_rows(named=True)}
     n_common = summary["n_seeds"].mode().sort()[-1] if summary.height else 0
 
@@ -656,7 +656,7 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
     metric = changes["metric"][0]
     units = changes["unit"].unique(maintain_order=True).to_list()
     rows = changes.filter(pl.col("base_method").is_not_null() & (pl.col("method") != pl.col("base_method")))
-    methods = _ordered(rows)["method"].unique(maintain_order=True).to_list()
+    methods = method_order(rows)
     cell = {(r["unit"], r["method"]): r for r in rows.iter_rows(named=True)}
 
     def fmt(m: str, u: str) -> str:

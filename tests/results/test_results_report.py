@@ -364,3 +364,14 @@ def test_parity_plots_from_a_study_storage(tmp_path):
     R.make_report(df, metrics=["r2"], plots_dir=bare)
     assert not list(bare.glob("*parity*"))
 
+
+def test_method_order_does_not_depend_on_the_first_task():
+    """The first task (an inductive one, say) lacks the floor and label: they still take their place."""
+    recs = [r for r in records(study="o") if not (r.task == TASK_NAMES[0] and r.strategy in ("lf_linear", "label"))]
+    frame = pl.concat([pl.from_arrow(r.to_arrow()) for r in recs], how="diagonal_relaxed")
+    summary = R.summarize(frame, "r2")
+    assert R.method_order(summary) == ["base", "lf_linear", "label", "embeddings"]
+    assert R.metric_table(summary, R.rank(summary), "test").frame["method"].to_list() == R.method_order(summary)
+    changes = R.compare_to_base(summary)
+    assert R.change_table(changes, R.paired_tests(frame, "r2")).frame["method"].to_list() == ["lf_linear", "label",
+                                                                                              "embeddings"]
