@@ -31,7 +31,13 @@ def add_parser(sub) -> None:
                    help="strategy that changes are measured against (default base)")
     p.add_argument("--seed-test", choices=("ttest", "wilcoxon"), default="ttest",
                    help="paired test across split seeds within a task (default ttest)")
-    p.add_argument("--plots", metavar="DIR", help="also write PNG figures into DIR")
+    p.add_argument("--transpose", action="store_true",
+                   help="tables with tasks as rows and methods as columns (for many tasks; no effect on csv)")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write figures into DIR: per metric by task, gain over base, gain heatmap; per task a "
+                   "parity plot when STORAGE is a study storage whose runs/ kept their predictions")
+    p.add_argument("--plot-format", metavar="EXT[,EXT]", default="png",
+                   help="figure formats, comma-separated, from png, pdf, svg (default png)")
     p.add_argument("--out", metavar="FILE", help="write the report to FILE instead of printing it")
     p.set_defaults(func=run)
 
@@ -52,15 +58,20 @@ def _store(storage: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from mfray.results.plots import check_formats
     from mfray.results.report import make_report
     from mfray.utils.io import atomic_path
 
+    formats = check_formats(args.plot_format.split(","))
+    if args.plot_format != "png" and not args.plots:
+        raise MfrayError("--plot-format needs --plots DIR (where to write the figures)")
     store = _store(args.storage)
     if args.study is not None and args.study not in store.studies():
         raise MfrayError(f"unknown study {args.study!r} in {store.uri}; studies: {', '.join(store.studies())}")
     metrics = [m.strip() for m in args.metric.split(",") if m.strip()] if args.metric else None
     text = make_report(store, study=args.study, metrics=metrics, fmt=args.fmt, plots_dir=args.plots,
-                       base=args.base, fold=args.fold, seed_test=args.seed_test)
+                       base=args.base, fold=args.fold, seed_test=args.seed_test, plot_formats=formats,
+                       transpose_tables=args.transpose)
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text)

@@ -186,6 +186,43 @@ def _values(df: pl.DataFrame, metric: str, fold: str) -> pl.DataFrame:
                        pl.col("value").fill_nan(None), pl.lit(metric).alias("metric"))
 
 
+def seed_values(df: pl.DataFrame, metric: str, fold: str = "test") -> pl.DataFrame:
+    """The values :func:`summarize` averages, one row per (unit, method, split seed): ``unit, task,
+    setting, method, strategy, model, readout, split_seed, value, metric`` (NaN -> null)."""
+    return _values(df, metric, fold)
+
+
+def seed_changes(values: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
+    """The change over base per split seed, paired by seed: ``unit, method, split_seed, change``.
+
+    ``values`` is :func:`seed_values` output, ``changes`` :func:`compare_to_base` output (it says which
+    method is whose base). Signed like ``change`` (positive = better); seeds that only one side has
+    are left out, so the mean over seeds equals ``change`` when both sides ran the same seeds.
+    """
+    sign = 1.0 if higher_is_better(values["metric"][0]) else -1.0
+    pairs = changes.filter(pl.col("base_method").is_not_null() & (pl.col("method") != pl.col("base_method")))
+    own = values.select("unit", "method", "split_seed", "value")
+    base = own.rename({"method": "base_method", "value": "base_value"})
+    return (pairs.select("unit", "method", "base_method")
+            .join(own, on=["unit", "method"]).join(base, on=["unit", "base_method", "split_seed"])
+            .filter(pl.col("value").is_not_null() & pl.col("base_value").is_not_null())
+            .select("unit", "method", "split_seed", change=(pl.col("value") - pl.col("base_value")) * sign + 0.0)
+            .sort("unit", "method", "split_seed"))
+
+
+def method_order(frame: pl.DataFrame) -> list[str]:
+    """The methods of ``frame`` in table order (the strategies' ``order``, the floor before the label
+    strategies), whatever task they first appear in."""
+    keys = {m: _method_sort_key(s, mo, r)
+            for m, s, mo, r in frame.select("method", *METHOD_KEYS).unique().iter_rows()}
+    return sorted(keys, key=keys.__getitem__)
+
+
+def floor_methods(frame: pl.DataFrame) -> set[str]:
+    """The ``lf_linear`` floor methods of ``frame``."""
+    return {m for m, s, mo in frame.select("method", "strategy", "model").iter_rows() if FLOOR in (s, mo)}
+
+
 def summarize(df: pl.DataFrame, metric: str, fold: str = "test", ddof: int = 1) -> pl.DataFrame:
     """Mean and std over split seeds per (task, setting, method).
 
@@ -373,6 +410,64 @@ def paired_tests(df: pl.DataFrame, metric: str, fold: str = "test", base: str = 
     return pl.DataFrame(rows, schema=_TEST_SCHEMA)
 
 
+# --------------------------------------------------------------------------- predictions
+
+#: where a study keeps a run's per-molecule predictions, under its storage (mfray.run.study.plan)
+RUNS_DIR = "runs"
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def runs_beside(store: ResultsStore) -> str | None:
+    """The ``runs/`` folder of the study storage that holds ``store`` as its ``results/`` (where a
+    study writes ``runs/<run_key>/predictions.parquet``), or None when there is none."""
+    import pyarrow.fs as pafs
+
+    parent, _, name = store.root.rpartition("/")
+    if name != "results" or store.fs.get_file_info(f"{parent}/{RUNS_DIR}").type != pafs.FileType.Directory:
+        return None
+    uri = store.uri.rstrip("/")
+    return f"{uri.rpartition('/')[0]}/{RUNS_DIR}" if "://" in uri else f"{parent}/{RUNS_DIR}"
+
+
+def load_predictions(df: pl.DataFrame, runs_dir: str | os.PathLike[str], fold: str = "test") -> pl.DataFrame:
+    """Per-molecule predictions of the runs in ``df`` (one study section) that kept them.
+
+    Reads ``<runs_dir>/<run_key>/predictions.parquet`` of each latest run (studies write it for every
+    GNN refit; baselines such as ``lf_linear`` and ``rf`` and the ``selected`` copies keep none) and
+    returns ``unit, method, split_seed, mol_id, target, y_true, y_pred, censor`` on ``fold``; empty
+    when no run kept its predictions.
+    """
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from mfray.results.store import _resolve
+
+    metric = df["metric"][0]
+    runs = (_metric_rows(df, metric, fold).select("unit", "method", "split_seed", "run_key").unique()
+            .sort("unit", "method", "split_seed"))
+    fs, root = _resolve(runs_dir)
+    frames = []
+    for unit, method, seed, key in runs.iter_rows():
+        path = f"{root}/{key}/{PREDICTIONS_FILE}"
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        p = pl.from_arrow(pq.read_table(path, filesystem=fs))
+        if "fold" in p.columns:
+            p = p.filter(pl.col("fold") == fold)
+        if "censor" not in p.columns:
+            p = p.with_columns(censor=pl.lit(0, pl.Int8))
+        target = pl.col("target") if "target" in p.columns else pl.lit(None, pl.String)
+        frames.append(p.select(pl.lit(unit).alias("unit"), pl.lit(method).alias("method"),
+                               pl.lit(seed, pl.Int64).alias("split_seed"), "mol_id", target.alias("target"),
+                               pl.col("y_true").cast(pl.Float64), pl.col("y_pred").cast(pl.Float64),
+                               pl.col("censor").cast(pl.Int8)))
+    if not frames:
+        return pl.DataFrame(schema={"unit": pl.String, "method": pl.String, "split_seed": pl.Int64,
+                                    "mol_id": pl.Int64, "target": pl.String, "y_true": pl.Float64,
+                                    "y_pred": pl.Float64, "censor": pl.Int8})
+    return pl.concat(frames, how="vertical_relaxed")
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -384,6 +479,65 @@ class Table:
     title: str = ""
     notes: list[str] = field(default_factory=list)
     bold: set[tuple[int, str]] = field(default_factory=set)  # (row index, column name)
+    #: columns that summarise a row over the tasks (avg rank, mean change, ...): after the task columns
+    summary: tuple[str, ...] = ()
+    #: rows before which LaTeX draws a \midrule (a transposed table's summary rows)
+    rules: set[int] = field(default_factory=set)
+
+
+def transpose(table: Table, first: str = "task") -> Table:
+    """Methods x tasks -> tasks x methods (for many tasks): the task columns become rows, the summary
+    columns (avg rank, mean change, ...) rows under a rule, and the bold cells follow. Tables whose
+    rows are not methods come back as they are."""
+    frame = table.frame
+    head, *cols = frame.columns
+    if head != "method":
+        return table
+    methods = frame[head].to_list()
+    if len(set(methods)) != len(methods):
+        raise ResultsError(f"cannot transpose {table.title!r}: a method appears twice")
+    data = {first: cols} | {m: [frame[c][i] for c in cols] for i, m in enumerate(methods)}
+    out = pl.DataFrame(data, schema={k: pl.String for k in data})
+    bold = {(cols.index(c), methods[i]) for i, c in table.bold}
+    n_tasks = len([c for c in cols if c not in table.summary])
+    rules = {n_tasks} if 0 < n_tasks < len(cols) else set()
+    notes = [*table.notes, "Tasks are rows, methods columns."]
+    return Table(out, table.title, notes, bold, (), rules)
+
+
+def humanize(table: Table) -> Table:
+    """Registry names -> human labels (:mod:`mfray.results.labels`) in the method cells, the headers
+    and the title's leading metric, for tables bound for a paper (LaTeX)."""
+    from mfray.results.labels import LABELS, METRIC_LABELS, label, method_label
+
+    def word(w: str) -> str:
+        return label(w) if w in METRIC_LABELS or w == FLOOR else w
+
+    def header(c: str) -> str:
+        return " ".join(word(w) for w in c.split(" "))
+
+    frame = table.frame
+    cols = {}
+    for c in frame.columns:
+        if c in ("method", "vs", "best in hindsight"):
+            raw = frame[c].to_list()
+            new = [None if v is None else method_label(v) for v in raw]
+            # two methods with the same label would merge in a reader's eye: keep their registry names
+            sources = defaultdict(set)
+            for r, n in zip(raw, new, strict=True):
+                sources[n].add(r)
+            clash = {n for n, rs in sources.items() if n is not None and len(rs) > 1}
+            cols[c] = [r if n in clash else n for r, n in zip(raw, new, strict=True)]
+        elif c == "selected":
+            cols[c] = [None if v is None else ", ".join(LABELS.get(x, x) for x in v.split(", ")) for v in frame[c]]
+        else:
+            cols[c] = frame[c].to_list()
+    names = {c: header(c) for c in frame.columns}
+    out = pl.DataFrame({names[c]: v for c, v in cols.items()}, schema={names[c]: pl.String for c in cols})
+    metric, _, rest = table.title.partition(" ")
+    title = f"{word(metric.rstrip(':'))}{':' if metric.endswith(':') else ''} {rest}".strip() if table.title else ""
+    return Table(out, title, table.notes, {(i, names[c]) for i, c in table.bold},
+                 tuple(names[c] for c in table.summary), table.rules)
 
 
 def _f(x: float | None, digits: int, signed: bool = False) -> str:
@@ -404,7 +558,8 @@ def _md_cell(s: str) -> str:
 
 _LATEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-              "±": r"$\pm$", "–": "--", "<": r"$<$", ">": r"$>$"}
+              "±": r"$\pm$", "–": "--", "<": r"$<$", ">": r"$>$", "²": r"$^2$", "Δ": r"$\Delta$",
+              "≥": r"$\geq$", "≤": r"$\leq$"}
 
 
 def _tex(s: str) -> str:
@@ -442,6 +597,8 @@ def render(table: Table | pl.DataFrame, fmt: Format = "md") -> str:
         lines += [r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", r"\toprule",
                   " & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
         for i, row in enumerate(cells):
+            if i in t.rules:
+                lines.append(r"\midrule")
             lines.append(" & ".join(cell(i, c, s) for c, s in zip(cols, row, strict=True)) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
         if t.notes:
@@ -461,7 +618,7 @@ def metric_table(summary: pl.DataFrame, ranks: pl.DataFrame, fold: str, digits: 
     metric = summary["metric"][0]
     hib = higher_is_better(metric)
     units = summary["unit"].unique(maintain_order=True).to_list()
-    methods = _ordered(summary)["method"].unique(maintain_order=True).to_list()
+    methods = method_order(summary)  # the table order, whatever task a method first appears in
     cell = {(r["unit"], r["method"]): r for r in summary.iter_rows(named=True)}
     n_common = summary["n_seeds"].mode().sort()[-1] if summary.height else 0
 
@@ -491,7 +648,7 @@ def metric_table(summary: pl.DataFrame, ranks: pl.DataFrame, fold: str, digits: 
     if any(FLOOR in (s, mo) for s, mo in summary.select("strategy", "model").iter_rows()):
         notes.append(f"{FLOOR}: a straight line fitted on the measured LF label alone (no structure), the floor "
                      "a label strategy must beat to have learned anything from the molecules.")
-    return Table(frame, f"{metric} ({fold}) by task", notes, bold)
+    return Table(frame, f"{metric} ({fold}) by task", notes, bold, summary=("avg rank",))
 
 
 def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) -> Table:
@@ -499,7 +656,7 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
     metric = changes["metric"][0]
     units = changes["unit"].unique(maintain_order=True).to_list()
     rows = changes.filter(pl.col("base_method").is_not_null() & (pl.col("method") != pl.col("base_method")))
-    methods = _ordered(rows)["method"].unique(maintain_order=True).to_list()
+    methods = method_order(rows)
     cell = {(r["unit"], r["method"]): r for r in rows.iter_rows(named=True)}
 
     def fmt(m: str, u: str) -> str:
@@ -541,7 +698,7 @@ def change_table(changes: pl.DataFrame, tests: pl.DataFrame, digits: int = 3) ->
     if any(floor_col):
         frame = frame.with_columns(pl.Series(f"beats {FLOOR}", floor_col, dtype=pl.String))
         notes.append(f"beats {FLOOR}: tasks where the label strategy's mean is better than the {FLOOR} floor.")
-    return Table(frame, f"{metric}: change over base", notes)
+    return Table(frame, f"{metric}: change over base", notes, summary=tuple(frame.columns[1 + len(units):]))
 
 
 #: strategies that are a choice among the others, not a method of their own (left out of "best in hindsight")
@@ -727,6 +884,8 @@ def make_report(
     ddof: int = 1,
     digits: int = 3,
     plot_formats: Sequence[str] = ("png",),
+    transpose_tables: bool = False,
+    runs_dir: str | os.PathLike[str] | None = None,
 ) -> str:
     """Tables (and figures) of one study or of every study in ``store_or_df``.
 
@@ -735,16 +894,41 @@ def make_report(
         study: the study to report; None reports every study, one section each.
         metrics: metrics to report; default ``("r2", "mae")`` where present, else every metric of ``fold``.
         fmt: ``"md"``, ``"latex"`` or ``"csv"`` (CSV: one long table, every number, no formatting).
-        plots_dir: when given, writes ``<study>__<metric>_<fold>_by_task.<ext>`` and
-            ``<study>__<metric>_<fold>_gain.<ext>`` for each ``ext`` in ``plot_formats``.
+            LaTeX tables (booktabs) use the human labels of :mod:`mfray.results.labels`; Markdown and
+            CSV keep the registry names.
+        plots_dir: when given, writes per metric ``<study>__<metric>_<fold>_by_task.<ext>``,
+            ``..._gain.<ext>`` and ``..._gain_heatmap.<ext>`` for each ``ext`` in ``plot_formats``
+            (png, pdf, svg), and per task ``<study>__parity_<task>_<fold>.<ext>`` where the runs kept
+            their predictions (see ``runs_dir``).
+        transpose_tables: the wide tables (metric by task, change over base) with tasks as rows and
+            methods as columns, for studies with many tasks (no effect on CSV).
+        runs_dir: the folder of ``<run_key>/predictions.parquet`` for the parity figures; default: the
+            ``runs/`` beside the store when it is a study storage's ``results/`` (:func:`runs_beside`).
 
     Returns:
         the rendered report.
     """
+    from mfray.results.store import ResultsStore
+
     if fmt not in ("md", "latex", "csv"):
         raise ResultsError(f"unknown report format {fmt!r}: use md, latex or csv")
+    if plots_dir is not None:
+        from mfray.results.plots import check_formats
+
+        plot_formats = check_formats(plot_formats)
+        if runs_dir is None and not isinstance(store_or_df, pl.DataFrame):
+            store = store_or_df if isinstance(store_or_df, ResultsStore) else ResultsStore(store_or_df)
+            runs_dir = runs_beside(store)
     df = _load(store_or_df, study)
-    out: list[str] = []
+
+    def show(table: Table) -> str:
+        if fmt == "latex":
+            table = humanize(table)
+        if transpose_tables:
+            table = transpose(table)
+        return render(table, fmt)
+
+    out: list[str] = [r"% tables need \usepackage{booktabs}" + "\n"] if fmt == "latex" else []
     longs: list[pl.DataFrame] = []
     for st in sorted(df["study"].unique().to_list()):
         study_df = df.filter(pl.col("study") == st)
@@ -754,15 +938,18 @@ def make_report(
             sdf = study_df.filter(pl.col("censored").is_null() if policy is None else pl.col("censored") == policy)
             picked = _pick_metrics(sdf, metrics, fold)
             name = st if len(policies) == 1 else f"{st} [censored={policy}]"
+            stem = name.replace(" [censored=", "__").rstrip("]")
             if fmt != "csv":
                 out.append(_header(sdf, name, fmt))
                 if policy is not None or len(policies) > 1:
                     out.append(_policy_line(policy, fmt))
                     labels = label_table(sdf)
                     if labels is not None:
-                        out.append(render(labels, fmt))
+                        out.append(show(labels))
+            summaries = {}
             for metric in picked:
                 summary = summarize(sdf, metric, fold, ddof=ddof)
+                summaries[metric] = summary
                 changes = compare_to_base(summary, base)
                 ranks = rank(summary)
                 tests = paired_tests(sdf, metric, fold, base, seed_test)
@@ -770,35 +957,104 @@ def make_report(
                     longs.append(long_table(summary, changes, tests, st, fold).with_columns(
                         censored=pl.lit(policy, pl.String)))
                 else:
-                    out.append(render(metric_table(summary, ranks, fold, digits, ddof), fmt))
+                    out.append(show(metric_table(summary, ranks, fold, digits, ddof)))
                     selection = selection_table(summary, sdf, digits)
                     if selection is not None:
-                        out.append(render(selection, fmt))
+                        out.append(show(selection))
                     if changes["base_method"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
-                        out.append(render(change_table(changes, tests, digits), fmt))
-                        out.append(render(seed_test_table(tests, digits), fmt))
+                        out.append(show(change_table(changes, tests, digits)))
+                        out.append(show(seed_test_table(tests, digits)))
                     else:
                         out.append(f"(no {base!r} strategy to compare against for {metric})\n")
                 if plots_dir is not None:
-                    write_plots(summary, changes, plots_dir, name.replace(" [censored=", "__").rstrip("]"), fold,
-                                plot_formats)
+                    write_plots(summary, changes, plots_dir, stem, fold, plot_formats,
+                                values=seed_values(sdf, metric, fold), base=base)
+            if plots_dir is not None and runs_dir is not None:
+                write_parity_plots(sdf, runs_dir, plots_dir, stem, summaries, fold, plot_formats)
     if fmt == "csv":
         return pl.concat(longs, how="diagonal_relaxed").write_csv()
     return "\n".join(out)
 
 
-def write_plots(summary: pl.DataFrame, changes: pl.DataFrame, plots_dir: str | os.PathLike[str], study: str,
-                fold: str = "test", formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Write the metric-by-task and gain-over-base figures of one metric; returns their paths."""
-    from mfray.results.plots import plot_gain, plot_metric_by_task
+def _figure_setup(summary: pl.DataFrame, base: str) -> dict:
+    """What every figure of one metric shares: the method order, who is base and floor, the colours."""
+    from mfray.results.plots import method_styles
 
+    methods = method_order(summary)
+    bases = {m for m, s in summary.select("method", "strategy").iter_rows() if s == base}
+    floor = floor_methods(summary)
+    return {"methods": methods, "floor": floor, "base": bases, "styles": method_styles(methods, bases, floor)}
+
+
+def write_plots(summary: pl.DataFrame, changes: pl.DataFrame, plots_dir: str | os.PathLike[str], study: str,
+                fold: str = "test", formats: Sequence[str] = ("png",), *, values: pl.DataFrame | None = None,
+                base: str = "base") -> list[Path]:
+    """Write the metric-by-task, gain-over-base and gain heatmap figures of one metric (the last two
+    only where some method has a base to compare with); returns their paths.
+
+    ``values`` (:func:`seed_values`) adds a dot per split seed and the gain figure's error bars.
+    """
+    from mfray.results.plots import check_formats, gain_figure, gain_heatmap_figure, metric_by_task_figure, save
+
+    formats = check_formats(formats)
     metric = summary["metric"][0]
-    floor = {m for m, s, mo in summary.select("method", "strategy", "model").iter_rows() if FLOOR in (s, mo)}
+    setup = _figure_setup(summary, base)
+    label = _metric_title(metric, fold)
+    figures = {"by_task": metric_by_task_figure(summary, values, title=f"{study}: {label}", **setup)}
+    # a study without a base strategy (a rerun of some strategies) has no gain to draw
+    if changes["change"].is_not_null().any() and (changes["method"] != changes["base_method"]).any():
+        figures["gain"] = gain_figure(changes, seed_changes(values, changes) if values is not None else None,
+                                      title=f"{study}: {label}, change over base", **setup)
+        figures["gain_heatmap"] = gain_heatmap_figure(changes, title=f"{study}: {label}, change over base",
+                                                      methods=setup["methods"])
     folder = Path(plots_dir)
+    return [save(fig, folder / f"{study}__{metric}_{fold}_{kind}.{ext}")
+            for kind, fig in figures.items() for ext in formats]
+
+
+def _metric_title(metric: str, fold: str) -> str:
+    from mfray.results.labels import metric_label
+
+    return f"{metric_label(metric)} ({fold})"
+
+
+def _slug(s: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", s).strip("_")
+
+
+def write_parity_plots(df: pl.DataFrame, runs_dir: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
+                       study: str, summaries: dict[str, pl.DataFrame] | None = None, fold: str = "test",
+                       formats: Sequence[str] = ("png",)) -> list[Path]:
+    """One parity figure per task of ``df`` (one study section): predicted vs measured on ``fold``, a
+    panel per method that kept its predictions, the split seeds pooled; each panel notes the table's
+    mean ± std of the report's first two metrics. Returns the paths (none when no run kept predictions)."""
+    from mfray.results.plots import check_formats, parity_figure, save
+
+    formats = check_formats(formats)
+    preds = load_predictions(df, runs_dir, fold)
+    if preds.is_empty():
+        return []
+    summaries = summaries or {}
+    first = next(iter(summaries.values()), None)
+    order = method_order(first) if first is not None else preds["method"].unique(maintain_order=True).to_list()
     paths = []
-    for ext in formats:
-        paths.append(plot_metric_by_task(summary, folder / f"{study}__{metric}_{fold}_by_task.{ext}",
-                                         title=f"{study}: {metric} ({fold})", floor=floor))
-        paths.append(plot_gain(changes, folder / f"{study}__{metric}_{fold}_gain.{ext}",
-                               title=f"{study}: {metric} gain over base ({fold})", floor=floor))
+    for unit in preds["unit"].unique(maintain_order=True).sort().to_list():
+        p = preds.filter(pl.col("unit") == unit)
+        notes: dict[str, list[str]] = defaultdict(list)
+        for metric, summary in list(summaries.items())[:2]:
+            for m, mean, sd, n in summary.filter(pl.col("unit") == unit).select("method", "mean", "std",
+                                                                                 "n_seeds").iter_rows():
+                if mean is not None:
+                    notes[m].append(f"{_metric_title(metric, fold).split(' (')[0]} = {_f(mean, 2)}"
+                                    + (f" ± {_f(sd, 2)}" if sd is not None else ""))
+        n_seeds = p["split_seed"].n_unique()
+        pooled = f"{n_seeds} split seed{'s' if n_seeds > 1 else ''} pooled"
+        # one title line: constrained layout makes room for one line of suptitle above panel titles
+        fig = parity_figure(p, title=f"{study}: {unit}, {fold} fold ({pooled})",
+                            caption="in each panel: the table's mean ± std over split seeds" if notes else "",
+                            methods=[m for m in order if m in set(p["method"])] or None,
+                            notes={m: "\n".join(v) for m, v in notes.items()})
+        paths += [save(fig, Path(plots_dir) / f"{study}__parity_{_slug(unit)}_{fold}.{ext}") for ext in formats]
     return paths

@@ -8,6 +8,7 @@ import pytest
 from results_synth import records
 
 from mfray.cli import report as report_cmd
+from mfray.cli.main import main
 from mfray.results import ResultsStore
 from mfray.utils.errors import MfrayError
 
@@ -33,7 +34,7 @@ def test_report_latex_out_file_and_plots(synth_store, tmp_path, capsys):
                  "--plots", str(tmp_path / "figs"), "--out", str(out_file), "--seed-test", "wilcoxon"]) == 0
     text = out_file.read_text()
     assert text.count(r"\begin{table}") == 6 and "Wilcoxon signed-rank over split seeds" in text
-    assert len(list((tmp_path / "figs").glob("*.png"))) == 4
+    assert len(list((tmp_path / "figs").glob("*.png"))) == 6  # by task, gain, gain heatmap per metric
     assert capsys.readouterr().out == ""
 
 
@@ -59,3 +60,24 @@ def test_study_storage_root_with_results_folder(tmp_path, capsys):
     ResultsStore(tmp_path / "results").append_runs(records(study="nested")[:10])
     assert _run(["report", str(tmp_path), "--metric", "r2"]) == 0
     assert "## Study nested" in capsys.readouterr().out
+
+
+def test_plot_formats_and_transpose(synth_store, tmp_path, capsys):
+    figs = tmp_path / "figs"
+    assert _run(["report", synth_store.root, "--metric", "r2", "--plots", str(figs), "--plot-format", "png,pdf,svg",
+                 "--transpose"]) == 0
+    assert sorted({p.suffix for p in figs.iterdir()}) == [".pdf", ".png", ".svg"] and len(list(figs.iterdir())) == 9
+    out = capsys.readouterr().out
+    assert "| task | base | lf_linear | label | embeddings |" in out and "| avg rank |" in out
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--plots", "FIGS", "--plot-format", "png,jpg"], "unknown plot format 'jpg': use one or more of png, pdf, svg"),
+    (["--plot-format", "pdf"], "--plot-format needs --plots DIR"),
+])
+def test_bad_plot_format_exits_2_with_one_line(synth_store, tmp_path, capsys, flags, message):
+    flags = [str(tmp_path / "figs") if f == "FIGS" else f for f in flags]
+    assert main(["report", synth_store.root, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mfray report: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "figs").exists()

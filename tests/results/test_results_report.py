@@ -180,10 +180,61 @@ def test_render_plain_frame_and_escaping():
 
 def test_plots_written(synth_store, tmp_path):
     R.make_report(synth_store, study="synth", metrics=["r2"], plots_dir=tmp_path)
-    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert pngs == ["synth__r2_test_by_task.png", "synth__r2_test_gain.png"]
+    pngs = sorted(p.name for p in tmp_path.glob("*"))
+    assert pngs == ["synth__r2_test_by_task.png", "synth__r2_test_gain.png", "synth__r2_test_gain_heatmap.png"]
     for p in tmp_path.glob("*.png"):
         assert p.stat().st_size > 5000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a study without a base strategy has no gain to draw: no empty gain figures
+    no_base = pl.concat([pl.from_arrow(r.to_arrow()) for r in records(study="nb") if r.strategy != "base"],
+                        how="diagonal_relaxed")
+    R.make_report(no_base, metrics=["r2"], plots_dir=tmp_path / "nb")
+    assert [p.name for p in (tmp_path / "nb").glob("*")] == ["nb__r2_test_by_task.png"]
+
+
+def test_plots_in_every_format(synth_store, tmp_path):
+    R.make_report(synth_store, study="synth", metrics=["r2"], plots_dir=tmp_path, plot_formats=["png", "pdf", "svg"])
+    names = {p.name for p in tmp_path.glob("*")}
+    kinds = ("by_task", "gain", "gain_heatmap")
+    assert names == {f"synth__r2_test_{k}.{e}" for k in kinds for e in ("png", "pdf", "svg")}
+    for k in kinds:
+        assert (tmp_path / f"synth__r2_test_{k}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert "<svg" in (tmp_path / f"synth__r2_test_{k}.svg").read_text()
+    with pytest.raises(ResultsError, match="unknown plot format 'eps'"):
+        R.make_report(synth_store, metrics=["r2"], plots_dir=tmp_path, plot_formats=["eps"])
+
+
+def test_transpose_puts_tasks_in_rows(df):
+    summary = R.summarize(df, "r2")
+    table = R.metric_table(summary, R.rank(summary), "test")
+    t = R.transpose(table)
+    assert t.frame.columns == ["task", "base", "lf_linear", "label", "embeddings"]
+    assert t.frame["task"].to_list() == [*TASK_NAMES, "avg rank"]
+    for i, u in enumerate(TASK_NAMES):
+        assert t.frame["label"][i] == table.frame.filter(pl.col("method") == "label")[u][0]
+    # the bold (best per task) cells follow the cells; the summary row sits under a rule
+    assert t.bold == {(i, "label") for i in range(3)} == {(TASK_NAMES.index(c), "label") for _, c in table.bold}
+    assert t.rules == {3}
+    tex = R.render(t, "latex")
+    assert tex.index(r"\midrule", tex.index(TASK_NAMES[-1].replace("_", r"\_"))) < tex.index("avg rank")
+    text = R.make_report(df, metrics=["r2"], transpose_tables=True)
+    assert "| task | base | lf_linear | label | embeddings |" in text
+    assert "| method | aid1445:hf/DR |" not in text
+    assert "| method | aid1445:hf/DR |" in R.make_report(df, metrics=["r2"])
+    seeds = R.seed_test_table(R.paired_tests(df, "r2"))
+    assert R.transpose(seeds) is seeds  # rows are not methods: left as it is
+
+
+def test_latex_is_booktabs_with_human_labels(df):
+    tex = R.make_report(df, metrics=["r2"], fmt="latex")
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert tex.count(rule) == tex.count(r"\begin{tabular}") >= 3
+    assert r"\hline" not in tex and r"\usepackage{booktabs}" in tex
+    assert r"\caption{R$^2$ (test) by task}" in tex and r"\caption{R$^2$: change over base}" in tex
+    rows = [ln.split(" & ")[0] for ln in tex.splitlines() if " & " in ln]
+    assert {"Base (HF only)", "LF-linear floor", "LF label", "LF embeddings"} <= set(rows)
+    assert "label" not in rows and "beats LF-linear floor" in tex
+    md = R.make_report(df, metrics=["r2"])
+    assert "| label |" in md and "| LF label |" not in md  # Markdown keeps the registry names
 
 
 def test_errors(synth_store, df):
@@ -283,3 +334,44 @@ def test_censored_policy_is_a_checked_record_field():
     rec = RunRecord(study="s", task="t", dataset="t", setting="transductive", strategy="base", model="gnn",
                     split_seed=0, metrics={"test": {"r2": 0.1}}, censored="drop")
     assert rec.to_arrow().column("censored").to_pylist() == ["drop"]
+
+
+def test_parity_plots_from_a_study_storage(tmp_path):
+    """A study storage keeps runs/<run_key>/predictions.parquet beside results/: the report finds it,
+    reads the test fold of the latest runs only, and writes one parity figure per task that has any."""
+    store = ResultsStore(tmp_path / "results")
+    store.append_runs(records(study="par"))
+    df = store.read("par")
+    runs = df.filter((pl.col("task") == TASK_NAMES[0]) & pl.col("strategy").is_in(["base", "label"])
+                     & (pl.col("split_seed") < 2)).select("run_key", "strategy", "split_seed").unique()
+    for key, strategy, seed in runs.iter_rows():
+        folder = tmp_path / "runs" / key
+        folder.mkdir(parents=True)
+        pl.DataFrame({"fold": ["train", "test", "test", "test"], "mol_id": [1, 2, 3, 4], "target": "y",
+                      "y_true": [1.0, 2.0, 3.0, 3.4], "y_pred": [1.1, 2.2, 2.9, 3.9 + seed],
+                      "censor": pl.Series([0, 0, 0, -1], dtype=pl.Int8)}).write_parquet(folder / "predictions.parquet")
+    assert R.runs_beside(store) == str(tmp_path / "runs")
+    assert R.runs_beside(ResultsStore(tmp_path / "runs")) is None
+    preds = R.load_predictions(df, tmp_path / "runs")
+    assert preds.height == 2 * 2 * 3 and set(preds["method"]) == {"base", "label"}
+    assert set(preds["mol_id"]) == {2, 3, 4} and preds.filter(pl.col("censor") == -1).height == 4
+    figs = tmp_path / "figs"
+    R.make_report(store, metrics=["r2"], plots_dir=figs, plot_formats=["png", "svg"])
+    parity = sorted(p.name for p in figs.glob("*parity*"))
+    assert parity == ["par__parity_aid1445_hf_DR_test.png", "par__parity_aid1445_hf_DR_test.svg"]
+    # without a runs/ folder (a bare results store) there is nothing to draw: no parity figures, no error
+    bare = tmp_path / "bare"
+    R.make_report(df, metrics=["r2"], plots_dir=bare)
+    assert not list(bare.glob("*parity*"))
+
+
+def test_method_order_does_not_depend_on_the_first_task():
+    """The first task (an inductive one, say) lacks the floor and label: they still take their place."""
+    recs = [r for r in records(study="o") if not (r.task == TASK_NAMES[0] and r.strategy in ("lf_linear", "label"))]
+    frame = pl.concat([pl.from_arrow(r.to_arrow()) for r in recs], how="diagonal_relaxed")
+    summary = R.summarize(frame, "r2")
+    assert R.method_order(summary) == ["base", "lf_linear", "label", "embeddings"]
+    assert R.metric_table(summary, R.rank(summary), "test").frame["method"].to_list() == R.method_order(summary)
+    changes = R.compare_to_base(summary)
+    assert R.change_table(changes, R.paired_tests(frame, "r2")).frame["method"].to_list() == ["lf_linear", "label",
+                                                                                              "embeddings"]
