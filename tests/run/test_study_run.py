@@ -248,3 +248,26 @@ def test_inductive_study_with_lf_model_strategies(ray_local, demo_store, tmp_pat
     assert best.strategy == chosen and chosen in best.chosen_by
     with pytest.raises(Exception, match="no finished runs of it"):
         export_model(plan, "aid1445", tmp_path / "x", strategy="label")
+
+
+def test_a_strategy_blind_to_the_setting_is_searched_and_fit_once_for_both(ray_local, demo_store, tmp_path):
+    """base reads no measured LF label: its transductive and inductive runs are the same fit, so one
+    search and one refit per seed serve both settings, each recorded under its own setting."""
+    from mfray.run.study.runner import run_study
+
+    spec = {**TINY, "name": "both", "settings": ["transductive", "inductive"], "strategies": ["base", "label"],
+            "baselines": [], "search": {**TINY["search"], "num_samples": 2}}
+    root = str(Path(demo_store.path).parents[1])
+    plan = make_plan(parse_study(spec), str(tmp_path / "storage"), store_root=root)
+    keys = {(s.strategy, s.setting): s.key for s in plan.searches}
+    assert keys[("base", "transductive")] == keys[("base", "inductive")] != keys[("label", "transductive")]
+    lines: list[str] = []
+    out = run_study(plan, log=lines.append)
+    assert out.counts["search"] == {"ran": 2, "cached": 1}, out.counts
+    assert any("runs: 6 to record, 4 fit(s) (2 serve both settings)" in line for line in lines), lines
+    df = ResultsStore(plan.results.uri).read(study="both")
+    base = df.filter((pl.col("strategy") == "base") & (pl.col("fold") == "test") & (pl.col("metric") == "r2"))
+    by = {(r["setting"], r["split_seed"]): r["value"] for r in base.iter_rows(named=True)}
+    assert len(by) == 4 and all(by[("transductive", s)] == by[("inductive", s)] for s in plan.tasks[0].seeds)
+    for key in base["run_key"].unique().to_list():
+        assert (Path(plan.run_dir(key).path) / "best.ckpt").exists()

@@ -27,7 +27,7 @@ from mfray.data.store import GraphStore, default_root, store_key
 from mfray.results.record import make_run_key
 from mfray.run.study.space import candidates, lf_model_config, resolved_train
 from mfray.run.study.spec import AUTO, StudySpec, TaskRef
-from mfray.transfer import MODEL_OUTPUTS, get_strategy
+from mfray.transfer import MODEL_OUTPUTS, SETTINGS, LFInput, get_strategy
 from mfray.utils.errors import MfrayError, SpecError
 from mfray.utils.hashing import hash_obj
 from mfray.utils.location import Location
@@ -248,14 +248,24 @@ def make_plan(study: StudySpec, storage: str, store_root: str | None = None) -> 
                     elif setting == "inductive":
                         notes.add(f"{task.dataset}: inductive with lf_inputs = \"dataset\": the dataset's LF outputs "
                                   "come from a model that may have seen the valid/test molecules")
+                # a strategy that reads no measured LF label and the same inputs in both settings trains the same
+                # model in either (given the same LF models, which the keys below name): one search, and one fit
+                # per split seed, serve both settings (the runs step records it under each)
+                either = name != AUTO and all(LFInput.LABEL not in s.needs(st) and s.needs(st) == s.needs(SETTINGS[0])
+                                              for s in pool for st in SETTINGS)
                 ident = {
-                    "task": task.ident, "setting": setting, "strategy": name, "seed": task.seeds[study.search.seed_index],
+                    "task": task.ident, "setting": "either" if either else setting, "strategy": name,
+                    "seed": task.seeds[study.search.seed_index],
                     "search": study.search.model_dump(mode="json", exclude={"storage", "max_concurrent_trials", "checkpoint_every"}),
                     "train": resolved_train(study), "model": study.model, "readout_kwargs": study.readout_kwargs,
                     "lf": sorted(p.key for p in lf.values()), "outputs_lf": outputs_lf.key if outputs_lf else None,
                     "lf_inputs": study.lf_inputs,
                 }
                 key = hash_obj(ident)
+                if either:  # a search this storage ran per setting, before one served both, stays in use
+                    legacy = hash_obj({**ident, "setting": setting})
+                    if loc.child("search", legacy, "best.json").exists():
+                        key = legacy
                 searches.append(SearchPlan(task=task, setting=setting, strategy=name, key=key, lf=lf,
                                            outputs_lf=outputs_lf, location=loc.child("search", key)))
     return StudyPlan(study=study, storage=loc, tasks=tasks, missing=missing, lf=list(lf_plans.values()),

@@ -34,6 +34,7 @@ from mfray.run.study.spec import AUTO
 from mfray.run.study.steps import Step, study_steps
 from mfray.run.study.trial import TrialContext, baseline, export_lf_outputs, hf_trial, refit
 from mfray.utils.errors import MfrayError
+from mfray.utils.hashing import hash_obj
 
 
 @dataclass
@@ -323,6 +324,9 @@ class _Job:
     trial_id: str | None = None
     attempts: int = 0
     name: str = ""
+    #: runs of other settings that are the same fit (a search serving both settings, same config and
+    #: seed): trained once, recorded under each
+    twins: list[_Job] = field(default_factory=list)
 
 
 def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None], task_names: dict[str, str],
@@ -335,20 +339,30 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
     steps = [s for s in study_steps(plan, set(store.run_keys(study.name)), task_names, ("runs", "baselines"))
              if s.target is not None]
     todo: list[_Job] = []
+    fits: dict[str, _Job] = {}
     for step in steps:
         if step.done:
             outcome.add("runs", "cached")
         elif step.kind == "runs":
             search, config, seed, trial_id = step.target
-            todo.append(_Job("refit", step.identity, step.key, _context(plan, search.task, search), config, seed,
-                             trial_id, name=step.name))
+            job = _Job("refit", step.identity, step.key, _context(plan, search.task, search), config, seed, trial_id,
+                       name=step.name)
+            fit = hash_obj({"search": search.key, "config": config, "seed": seed})
+            if fit in fits:
+                fits[fit].twins.append(job)
+                continue
+            fits[fit] = job
+            todo.append(job)
         else:
             task, name, seed = step.target
             todo.append(_Job("baseline", step.identity, step.key, _context(plan, task),
                              {"baseline": name, "grid": study.baseline_grid}, seed, name=step.name))
     if not todo:
         return
-    log(f"runs: {len(todo)} to fit ({len(steps) - len(todo)} already in the results store)")
+    n_runs = len(todo) + sum(len(j.twins) for j in todo)
+    shared = n_runs - len(todo)
+    log(f"runs: {n_runs} to record, {len(todo)} fit(s)" + (f" ({shared} serve both settings)" if shared else "")
+        + f"; {len(steps) - n_runs} already in the results store")
     res = {"num_cpus": study.resources.cpus_per_trial, "num_gpus": study.resources.gpus_per_trial}
     refit_remote = ray.remote(refit).options(**res)
     baseline_remote = ray.remote(baseline).options(num_cpus=1)
@@ -356,7 +370,8 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
     def submit(job: _Job):
         job.attempts += 1
         if job.kind == "refit":
-            return refit_remote.remote(job.ctx, job.params, job.seed, plan.run_dir(job.key).uri)
+            return refit_remote.remote(job.ctx, job.params, job.seed,
+                                       [plan.run_dir(j.key).uri for j in (job, *job.twins)])
         return baseline_remote.remote(job.ctx, job.params["baseline"], job.seed, job.params["grid"])
 
     pending = {submit(j): j for j in todo}
@@ -378,29 +393,31 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
                 if study.failure.on_error == "stop":
                     raise MfrayError(f"{job.name} failed: {msg}") from None
             continue
-        if job.kind == "refit":
-            # the record says what was built and trained: its readout must be the one the run key names
-            if out["readout"] != job.identity["readout"]:
-                raise MfrayError(f"internal: {job.name} built readout {out['readout']!r}, its run key says "
-                                 f"{job.identity['readout']!r}")
-            params = {**job.params, "freeze": out["freeze"], "train": {**job.params["train"], "lr": out["lr"]}}
-        else:
-            params = {**job.params, "fit_on": out.get("fit_on"), **{f"best_{k}": v for k, v in out["params"].items()}}
-        rec = RunRecord(study=study.name, task=out["task"], dataset=out["dataset"], setting=job.identity["setting"],
-                        censored=out.get("censored"),
-                        strategy=job.identity["strategy"], model=job.identity["model"], split_seed=job.seed,
-                        metrics=out["metrics"], params=params, n_train_hf=out["n_train_hf"],
-                        readout=job.identity["readout"], config_hash=job.identity["config_hash"],
-                        trial_id=job.trial_id, best_epoch=out["best_epoch"], started_at=out["started_at"],
-                        finished_at=out["finished_at"])
-        if rec.run_key != job.key or rec.task != job.identity["task"]:
-            raise MfrayError(f"internal: run key of {job.name} changed between plan and record")
-        store.append_run(rec)
-        done += 1
-        outcome.add("runs", "ran")
-        r2 = out["metrics"].get("test", {}).get("r2")
-        log(f"  [{done}/{len(todo)}] {job.name}: test " + (f"R2 {r2:.3f}" if r2 is not None else
-                                                            str(out["metrics"].get("test"))))
+        for j in (job, *job.twins):  # a fit that serves both settings is recorded under each
+            if j.kind == "refit":
+                # the record says what was built and trained: its readout must be the one the run key names
+                if out["readout"] != j.identity["readout"]:
+                    raise MfrayError(f"internal: {j.name} built readout {out['readout']!r}, its run key says "
+                                     f"{j.identity['readout']!r}")
+                params = {**j.params, "freeze": out["freeze"], "train": {**j.params["train"], "lr": out["lr"]}}
+            else:
+                params = {**j.params, "fit_on": out.get("fit_on"), **{f"best_{k}": v for k, v in out["params"].items()}}
+            rec = RunRecord(study=study.name, task=out["task"], dataset=out["dataset"], setting=j.identity["setting"],
+                            censored=out.get("censored"),
+                            strategy=j.identity["strategy"], model=j.identity["model"], split_seed=j.seed,
+                            metrics=out["metrics"], params=params, n_train_hf=out["n_train_hf"],
+                            readout=j.identity["readout"], config_hash=j.identity["config_hash"],
+                            trial_id=j.trial_id, best_epoch=out["best_epoch"], started_at=out["started_at"],
+                            finished_at=out["finished_at"])
+            if rec.run_key != j.key or rec.task != j.identity["task"]:
+                raise MfrayError(f"internal: run key of {j.name} changed between plan and record")
+            store.append_run(rec)
+            done += 1
+            outcome.add("runs", "ran")
+            r2 = out["metrics"].get("test", {}).get("r2")
+            log(f"  [{done}/{n_runs}] {j.name}: test " + (f"R2 {r2:.3f}" if r2 is not None else
+                                                            str(out["metrics"].get("test")))
+                + (" (the same fit as the other setting's)" if j is not job else ""))
         if hb:
             hb.state["runs_done"] = done
 
@@ -418,7 +435,6 @@ def selection_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], 
     import numpy as np
 
     from mfray.results.report import higher_is_better
-    from mfray.utils.hashing import hash_obj
 
     sel = plan.study.selection
     if not sel.enabled:

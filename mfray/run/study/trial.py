@@ -156,9 +156,10 @@ def hf_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 RUN_FILES = ("best.ckpt", "predictions.parquet")  # + config.json, the resolved configuration
 
 
-def refit(ctx: TrialContext, config: dict[str, Any], seed: int, run_dir: str | None) -> dict[str, Any]:
+def refit(ctx: TrialContext, config: dict[str, Any], seed: int, run_dir: str | list[str] | None) -> dict[str, Any]:
     """Train the selected configuration on split ``seed``; metrics of its best-validation epoch. With
-    ``run_dir`` the model and its predictions are kept there (:data:`RUN_FILES`)."""
+    ``run_dir`` (one, or several for a fit recorded under several runs) the model and its predictions
+    are kept there (:data:`RUN_FILES`)."""
     import tempfile
 
     from mfray.train.task import train_hf
@@ -168,10 +169,10 @@ def refit(ctx: TrialContext, config: dict[str, Any], seed: int, run_dir: str | N
     cfg = hf_run_config(ctx, task, config, train_seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         res = train_hf(task, cfg, out_dir=tmp if run_dir else None)
-        if run_dir:
+        for d in ([run_dir] if isinstance(run_dir, str) else run_dir or []):
             for name in RUN_FILES:
-                Location(run_dir).child(name).put(Path(tmp) / name)
-            Location(run_dir).child("config.json").write_json(
+                Location(d).child(name).put(Path(tmp) / name)
+            Location(d).child("config.json").write_json(
                 {"task": task.name, "dataset": task.dataset, "setting": task.setting, "split_seed": seed,
                  "strategy": cfg.strategy, "config": config, "lf_checkpoint": cfg.lf_checkpoint or cfg.lf_model_ref})
     return {"task": task.name, "dataset": task.dataset, "metrics": res.metrics, "best_epoch": res.fit.best_epoch,
