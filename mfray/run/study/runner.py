@@ -230,6 +230,8 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
     # save Tune's experiment state every 2 s (default: at least 10 s): a trial that finished before the
     # last save is not run again after a killed driver
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # ... which Tune then warns about on every trial checkpoint: a choice made here, not a user's problem
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
