@@ -295,7 +295,9 @@ class _Writer:
             if self.csv:
                 import pyarrow.csv as pcsv
 
-                self.writer = pcsv.CSVWriter(str(self.tmp), table.schema)
+                # quotes only where a value needs them: text columns of numbers read back as numbers
+                self.writer = pcsv.CSVWriter(str(self.tmp), table.schema,
+                                             write_options=pcsv.WriteOptions(quoting_style="needed"))
             else:
                 import pyarrow.parquet as pq
 

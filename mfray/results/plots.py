@@ -414,8 +414,11 @@ def parity_figure(predictions: pl.DataFrame, *, title: str = "", methods: Sequen
         ax.set_box_aspect(1)  # square panels with the same limits on both axes: the diagonal at 45°
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25)
-    for ax in axes[-1]:
-        ax.set_xlabel("measured", fontsize=8)
+    for k, ax in enumerate(axes.flat):
+        # the lowest visible panel of each column carries the x axis (shared axes hide it on the others)
+        if k < len(methods) and k + ncols >= len(methods):
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("measured", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("predicted", fontsize=8)
     legend = [(Line2D([], [], linestyle="", marker="o", color="#0072B2", alpha=0.6), "fitted value"),

@@ -181,3 +181,20 @@ def test_save_formats_and_bad_format(tmp_path, r2):
         P.check_formats(["png", "jpg"])
     with pytest.raises(ResultsError, match="unknown plot format"):
         P.save(fig, tmp_path / "f.jpg")
+
+
+def test_parity_panels_without_a_panel_below_keep_their_x_axis():
+    """5 methods on a 4-wide grid: the top row's last three panels have nothing below them, so they
+    must carry their own x tick labels and axis label (shared x axes hide them otherwise)."""
+    methods = ["base", "label", "predicted_label", "embeddings", "tune_readout"]
+    preds = pl.DataFrame({"method": [m for m in methods for _ in range(3)], "y_true": [4.0, 5.0, 6.0] * 5,
+                          "y_pred": [4.2, 4.8, 5.5] * 5, "censor": [0, 0, 0] * 5})
+    fig = P.parity_figure(preds)
+    fig.canvas.draw()
+    visible = [a for a in fig.axes if a.get_visible() and a.get_title()]
+    assert len(visible) == 5
+    below = [a for a in visible if a.get_title() != "Base (HF only)"]  # base has tune_readout under it
+    assert len(below) == 4
+    for ax in below:
+        assert ax.get_xlabel() == "measured", ax.get_title()
+        assert any(t.get_visible() and t.get_text() for t in ax.get_xticklabels()), ax.get_title()

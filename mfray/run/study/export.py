@@ -109,7 +109,8 @@ def export_model(plan: StudyPlan, task: str, out: str | Path, *, strategy: str |
                              f"(results/study={study}/run-{key}.parquet) and run the study again to refit it")
         cfg = run_dir.child("config.json").read_json() if run_dir.child("config.json").exists() else {}
         test = runs.filter((pl.col("run_key") == key) & (pl.col("fold") == "test"))
-        metrics = dict(zip(test["metric"].to_list(), test["value"].to_list()))
+        metrics = {m: (v if v is not None and np.isfinite(v) else None)  # JSON has no NaN
+                   for m, v in zip(test["metric"].to_list(), test["value"].to_list())}
         members.append({"name": f"seed{seed}", "checkpoint": f"seed{seed}.ckpt", "split_seed": int(seed),
                         "run_key": key, "test_metrics": metrics, "_ckpt": ckpt, "_config": cfg})
         if cfg.get("lf_checkpoint") and reads_lf_outputs:
@@ -133,9 +134,12 @@ def export_model(plan: StudyPlan, task: str, out: str | Path, *, strategy: str |
             (tmp / "config.toml").write_text(tomli_w.dumps(_toml_safe({"strategy": strategy, "setting": setting,
                                                                        **config})))
         names = sorted({k for m in members for k in m["test_metrics"]})
-        summary = {k: {"mean": float(np.nanmean([m["test_metrics"].get(k, np.nan) for m in members])),
-                       "std": float(np.nanstd([m["test_metrics"].get(k, np.nan) for m in members], ddof=1))
-                       if len(members) > 1 else None} for k in names}
+        summary = {}
+        for k in names:
+            v = np.array([m["test_metrics"].get(k) for m in members], dtype=float)
+            v = v[np.isfinite(v)]
+            summary[k] = {"mean": float(v.mean()) if len(v) else None, "n": int(len(v)),
+                          "std": float(v.std(ddof=1)) if len(v) > 1 else None}
         write_json_atomic(tmp / MODEL_FILE, {
             "format": MODEL_FORMAT, "study": study, "task": tname, "dataset": rows["dataset"][0], "strategy": strategy,
             "setting": setting, "chosen_by": chosen_by, "lf_checkpoint": "lf.ckpt" if lf_ref else None,
