@@ -223,7 +223,10 @@ def pretrain_lf_distributed(
     store = GraphStore(store_path)  # a complete store, or a clear error here rather than in every worker
     t0 = time.perf_counter()
     storage = _resolve_storage(storage_path)
-    ensure_ray()
+    # Ray Train V2 watches its controller through Ray's State API, which the dashboard serves
+    dashboard = ensure_ray(dashboard=True)
+    if dashboard:
+        log(f"Ray dashboard: {dashboard} (while this runs)")
     log(f"pretraining {cfg.readout} LF model on {store.manifest.get('dataset')} with Ray Train: {num_workers} "
         f"worker(s) ({'GPU, nccl' if use_gpu else 'CPU, gloo'}), run {storage}/{name}")
     trainer = TorchTrainer(
