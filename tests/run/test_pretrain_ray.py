@@ -116,6 +116,9 @@ def test_cli_worker_logs_are_plain_text(ray_local, demo_store, tmp_path):
     text = done.stdout + done.stderr
     assert done.returncode == 0, text
     assert "epoch 0: train" in text and "pretrained set_transformer LF model" in text, text
+    # Ray Train's State API needs the dashboard: it runs, and the driver says where
+    assert "Ray dashboard: http://127.0.0.1:" in text, text
+    assert "loss = LF MSE + VGAE recon + 0.001 KL" in text, text  # rank 0 says what the loss adds up
     assert "\x1b[" not in text, text
     assert "Traceback" not in text and "PlacementGroupCleaner" not in text, text
 

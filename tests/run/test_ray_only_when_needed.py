@@ -167,3 +167,29 @@ def test_status_trials_and_a_finished_study_run_without_ray(no_ray, demo_store, 
     assert pq["trial_id"].to_list() == ["t00", "t01"] and pq.schema["valid_loss"] == pl.Float64
     assert main(["study", "trials", str(spec), *cli, "--out", str(tmp_path / "trials.xlsx")]) == 2
     assert "--out" in capsys.readouterr().err and not (tmp_path / "trials.xlsx").exists()
+
+
+def test_the_ray_dashboard_is_asked_for_when_ray_starts(demo_store, tmp_path, monkeypatch):
+    """`study run --ray-dashboard` (or MFRAY_RAY_DASHBOARD=1) reaches the Ray that the first pending step
+    starts; without it a study with nothing to pretrain starts Ray without the dashboard."""
+    import mfray.run.runtime as runtime
+
+    calls = []
+
+    def record(**kwargs):
+        calls.append(kwargs)
+        raise RayStarted()
+
+    monkeypatch.setattr(runtime, "ensure_ray", record)
+    spec = tmp_path / "pending.toml"
+    spec.write_text(STUDY)
+    cli = ["study", "run", str(spec), "--storage", str(tmp_path / "st"), "--store-root", str(Path(demo_store.path).parents[1])]
+    with pytest.raises(RayStarted):  # its search is pending: the first step with work starts Ray
+        main([*cli, "--ray-dashboard"])
+    with pytest.raises(RayStarted):
+        main(cli)
+    assert [c["dashboard"] for c in calls] == [True, False] and all(c["log_to_driver"] is False for c in calls)
+    monkeypatch.setenv(runtime.DASHBOARD_ENV, "1")
+    assert runtime.dashboard_requested()
+    monkeypatch.setenv(runtime.DASHBOARD_ENV, "0")
+    assert not runtime.dashboard_requested()

@@ -595,7 +595,7 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard
             except MfrayError:
                 raise
             except Exception as e:
-                if study.failure.on_error == "stop":
+                if study.failure.on_error == "stop" or not need_ray.started:  # Ray itself did not start
                     raise
                 outcome.failures.append({"step": "search", "search": search.label, "error": f"{type(e).__name__}: {e}"})
                 log(f"search {search.label} failed: {type(e).__name__}: {e}")
