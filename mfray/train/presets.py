@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mfray.models.spec import LF_PRESETS
 from mfray.utils.errors import MfrayError
 
 
@@ -31,17 +30,14 @@ class RunPreset:
         name: ``"cpu"`` or ``"paper"``.
         hf: :class:`~mfray.train.loop.TrainConfig` values of ``mfray train``.
         lf: :class:`~mfray.train.loop.TrainConfig` values of ``mfray pretrain``.
-        lf_size: the LF model size (a key of :data:`mfray.models.spec.LF_PRESETS`).
+        lf_size: the LF model size (a key of :data:`mfray.models.spec.LF_PRESETS`; not imported here:
+            the CLI builds its parser from this module, and ``mfray.models`` imports torch).
     """
 
     name: str
     hf: dict[str, Any]
     lf: dict[str, Any]
     lf_size: str
-
-    def __post_init__(self) -> None:
-        if self.lf_size not in LF_PRESETS:
-            raise ValueError(f"preset {self.name!r}: unknown LF size {self.lf_size!r}; sizes: {sorted(LF_PRESETS)}")
 
     @classmethod
     def cpu(cls) -> RunPreset:

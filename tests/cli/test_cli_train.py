@@ -81,6 +81,10 @@ def test_presets_are_chosen_by_the_training_device_and_flags_win(capsys):
 
     assert resolve_preset("auto", "cpu")[0].name == "cpu" and resolve_preset("auto", "cuda:0")[0].name == "paper"
     assert resolve_preset("paper", "cpu")[0].name == "paper"
+    from mfray.models.spec import LF_PRESETS
+    from mfray.train.presets import PRESETS
+
+    assert all(make().lf_size in LF_PRESETS for make in PRESETS.values())
 
     args = _parsed(["train", "aid1445", "--strategy", "base"])
     apply_preset(args, "train", "cpu")
@@ -154,3 +158,13 @@ def test_the_progress_counts_steps_within_an_epoch(capsys):
         assert epochs.completed == 1 and "valid 0.4000" in epochs.fields["info"]
         assert (steps.completed, steps.description) == (1, "  epoch 2 steps")
     assert capsys.readouterr().err.count("pretrain sum: loss = LF MSE; valid: the same") == 1  # once, not per step
+
+
+def test_building_the_command_line_imports_no_torch():
+    """Every verb builds the whole parser first: it must not pay for torch (seconds) or Ray."""
+    import subprocess
+    import sys
+
+    code = "import sys; from mfray.cli.main import build_parser; build_parser(); print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
