@@ -39,8 +39,8 @@ def apply_preset(args, verb: str, device: str):
         raise MfrayError(f"--epochs {args.epochs}: give at least 1")
     if args.patience < 0:
         raise MfrayError(f"--patience {args.patience}: give 0 (no early stopping) or more epochs")
-    what = f"at most {args.epochs} epoch{'s' if args.epochs != 1 else ''}, " + (f"early-stopping patience {args.patience}" if args.patience
-                                                else "no early stopping")
+    stopping = f"early-stopping patience {args.patience}" if args.patience else "no early stopping"
+    what = f"at most {args.epochs} epoch{'s' if args.epochs != 1 else ''}, {stopping}"
     if verb == "pretrain":
         if args.size is None:
             args.size = preset.lf_size

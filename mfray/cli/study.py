@@ -1,4 +1,4 @@
-"""``mfray study run|status STUDY.toml``: run a study on Ray (local or cluster), or show its progress."""
+"""``mfray study run|status|trials STUDY.toml``: run a study on Ray (local or cluster), show its progress, list its trials."""
 
 from __future__ import annotations
 
