@@ -21,6 +21,38 @@ def open_store(name_or_path: str, store_root: str | None, quiet: bool = False):
     return spec, res.store
 
 
+def apply_preset(args, verb: str, device: str):
+    """Resolve ``--preset`` for ``verb`` ("train" or "pretrain") training on ``device`` (auto: ``paper`` on
+    GPUs, ``cpu`` otherwise; :mod:`mfray.train.presets`), fill the flags left unset (``--epochs``,
+    ``--patience``, pretrain's ``--size``) from it, check them, and say on stderr what the run will do."""
+    from mfray.models.spec import LF_PRESETS
+    from mfray.train.presets import resolve_preset
+    from mfray.utils.errors import MfrayError
+
+    preset, why = resolve_preset(args.preset, device)
+    values = preset.hf if verb == "train" else preset.lf
+    if args.epochs is None:
+        args.epochs = values["max_epochs"]
+    if args.patience is None:
+        args.patience = values["patience"]
+    if args.epochs < 1:
+        raise MfrayError(f"--epochs {args.epochs}: give at least 1")
+    if args.patience < 0:
+        raise MfrayError(f"--patience {args.patience}: give 0 (no early stopping) or more epochs")
+    stopping = f"early-stopping patience {args.patience}" if args.patience else "no early stopping"
+    what = f"at most {args.epochs} epoch{'s' if args.epochs != 1 else ''}, {stopping}"
+    if verb == "pretrain":
+        if args.size is None:
+            args.size = preset.lf_size
+        if args.size not in LF_PRESETS:
+            raise MfrayError(f"--size {args.size!r}: expected one of {', '.join(LF_PRESETS)}")
+        what = f"LF model size {args.size}, {what}"
+    other = "cpu" if preset.name == "paper" else "paper"
+    print(f"preset {preset.name} ({why}): {what}; --preset {other} for the "
+          + ("paper's protocol" if other == "paper" else "CPU budget") + ", flags override", file=sys.stderr)
+    return preset
+
+
 def add_censored(p) -> None:
     p.add_argument("--censored", choices=("drop", "as_value", "censored"),
                    help="censored-label policy for HF values that carry a qualifier (default: the dataset spec's): "
@@ -31,20 +63,46 @@ def add_store_root(p) -> None:
     p.add_argument("--store-root", metavar="DIR", help="graph store root (default: $MFRAY_CACHE/graphs)")
 
 
+class FitProgress:
+    """The progress of one fit on stderr: a bar over epochs (losses, learning rate) and a bar over the
+    current epoch's optimiser steps (its running training loss), and once, above them, what the loss
+    adds up (``loss = HF MSE + VGAE recon + 0.001 KL; valid: the same``; again if it changes, e.g. when
+    frozen stages thaw). Pass the object as ``on_epoch`` and its :meth:`on_step` as ``on_step`` of
+    :func:`mfray.train.loop.fit` (``train_hf``, ``pretrain_lf``). Without a terminal the bars are off
+    and only the loss line is printed."""
+
+    def __init__(self, progress, epochs: int, description: str, fidelity: str) -> None:
+        self.progress, self.description, self.fidelity = progress, description, fidelity
+        self.epochs = progress.add_task(description, total=epochs, info="")
+        self.steps = progress.add_task("  steps", total=None, info="")
+        self.objective = ""
+        self.epoch = -1
+
+    def __call__(self, log: Any) -> None:
+        self.progress.update(self.epochs, advance=1,
+                             info=f"train {log.train_loss:.4f} valid {log.valid_loss:.4f} lr {log.lr:.1e}")
+
+    def on_step(self, s: Any) -> None:
+        if s.objective != self.objective:
+            self.objective = s.objective
+            self.progress.console.print(f"{self.description}: loss = {self.fidelity} {s.objective}", markup=False,
+                                        highlight=False)
+        if s.epoch != self.epoch:
+            self.epoch = s.epoch
+            self.progress.reset(self.steps, total=s.steps, description=f"  epoch {s.epoch + 1} steps")
+        self.progress.update(self.steps, completed=s.step, info=f"loss {s.loss:.4f}")
+
+
 @contextmanager
-def epoch_progress(total: int, description: str, enabled: bool):
-    """A per-epoch progress bar; yields a callback for ``fit(on_epoch=...)``."""
+def epoch_progress(total: int, description: str, enabled: bool, fidelity: str = "HF"):
+    """A :class:`FitProgress` over ``total`` epochs (bars only when ``enabled``), drawn on stderr."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), disable=not enabled, transient=False, console=None)
+                    TimeElapsedColumn(), disable=not enabled, transient=False, console=Console(stderr=True))
     with prog:
-        task = prog.add_task(description, total=total, info="")
-
-        def on_epoch(log: Any) -> None:
-            prog.update(task, advance=1, info=f"train {log.train_loss:.4f} valid {log.valid_loss:.4f} lr {log.lr:.1e}")
-
-        yield on_epoch
+        yield FitProgress(prog, total, description, fidelity)
 
 
 def format_metrics(metrics: dict[str, dict[str, float]]) -> str:

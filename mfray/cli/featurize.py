@@ -10,14 +10,20 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "featurize", aliases=["featurise"],
         help="featurise a dataset into a cached graph store",
-        description="Read a dataset spec, standardise and featurise every molecule once (Ray Data), "
-        "and write Parquet graph shards under a key of the source content and standardiser. "
-        "A second run is a cache hit.",
+        description="Read a dataset spec, standardise and featurise every molecule once (in this process "
+        "for small datasets, with Ray Data for large ones), and write Parquet graph shards under a key of the "
+        "source content and standardiser. A second run is a cache hit.",
     )
     p.add_argument("spec", metavar="DATA_SPEC", help="dataset spec file (.toml) or a dataset name from `mfray data list`")
     p.add_argument("--out", metavar="DIR", help="store root (default: $MFRAY_CACHE/graphs or ~/.cache/mfray/graphs)")
     p.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: all CPUs of the Ray cluster)")
-    p.add_argument("--local", action="store_true", help="featurise in this process, without Ray")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="featurise in this process, without Ray, whatever the size")
+    where.add_argument("--ray", action="store_true", help="featurise with Ray Data, whatever the size")
+    p.add_argument("--local-below", type=int, metavar="ROWS",
+                   help="without --local/--ray: featurise in this process when the source has fewer rows than this, "
+                   "else with Ray Data (default $MFRAY_LOCAL_BELOW or 50000: below that, starting Ray costs more "
+                   "than it saves; 0 = always Ray)")
     p.add_argument("--batch-size", type=int, default=2048, metavar="N", help="molecules per featurise task (default 2048)")
     p.add_argument("--force", action="store_true", help="rebuild even if the store exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -41,11 +47,20 @@ def print_label_counts(counts: dict, indent: str = "  ") -> None:
 def run(args: argparse.Namespace) -> int:
     from mfray.data.catalog import resolve_spec
     from mfray.run.featurize import featurize_dataset
+    from mfray.utils.errors import MfrayError
 
+    if args.workers is not None and args.workers < 1:
+        raise MfrayError(f"--workers {args.workers}: give at least 1")
+    if args.batch_size < 1:
+        raise MfrayError(f"--batch-size {args.batch_size}: give at least 1")
+    if args.local_below is not None and (args.local or args.ray):
+        raise MfrayError(f"--local-below applies when mfray chooses; with --{'local' if args.local else 'ray'} "
+                         "there is nothing to choose")
     spec = resolve_spec(args.spec)
     progress = not args.no_progress and sys.stderr.isatty()
     res = featurize_dataset(
-        spec, args.out, executor="local" if args.local else "ray", num_workers=args.workers,
+        spec, args.out, executor="local" if args.local else "ray" if args.ray else "auto",
+        local_below_rows=args.local_below, num_workers=args.workers,
         batch_size=args.batch_size, force=args.force, progress=progress,
         log=lambda msg: print(msg, file=sys.stderr),
     )
@@ -57,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         t = m["timings_s"]
         print(f"featurised {spec.name} in {res.seconds:.1f} s "
               f"(read {t.get('read', 0):.1f} s, featurise {t.get('featurize', 0):.1f} s, finalise {t.get('finalize', 0):.1f} s; "
-              f"{t.get('executor')})")
+              f"{'in this process' if t.get('executor') == 'local' else 'Ray Data'})")
     print(f"  rows read         {c['rows_read']:>10,}")
     print(f"  rows stored       {c['rows_stored']:>10,}   -> {c['molecules']:,} molecules "
           f"({c['rows_merged']:,} rows were repeats of a stored molecule)")

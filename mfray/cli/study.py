@@ -1,4 +1,4 @@
-"""``mfray study run|status STUDY.toml``: run a study on Ray (local or cluster), or show its progress."""
+"""``mfray study run|status|trials STUDY.toml``: run a study on Ray (local or cluster), show its progress, list its trials."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ def add_parser(sub) -> None:
     r.add_argument("--format", dest="fmt", choices=("md", "latex", "csv"), default="md", help="report format")
     r.add_argument("--no-report", action="store_true", help="do not print the report at the end")
     r.add_argument("--plots", metavar="DIR", help="also write the report's PNG figures into DIR")
+    r.add_argument("--ray-dashboard", action="store_true",
+                   help="the local Ray serves the Ray dashboard (http://127.0.0.1:8265, or the next free port; printed "
+                   "when Ray starts) while the study runs: jobs, actors, per-worker CPU and memory, logs "
+                   "(also: MFRAY_RAY_DASHBOARD=1)")
     r.set_defaults(func=run)
     e = ss.add_parser("export", parents=[common], help="a study's models of one task and strategy as a folder mfray predict uses",
                       description="Write the refits of one (task, setting, strategy) of a finished study, one per split "
@@ -56,6 +60,14 @@ def add_parser(sub) -> None:
     s = ss.add_parser("status", parents=[common], help="what is done, running, failed, pending")
     s.add_argument("-v", "--verbose", action="store_true", help="list every step, not only the unfinished ones")
     s.set_defaults(func=status)
+    t = ss.add_parser("trials", parents=[common], help="every search trial: parameters, state, attempts, valid loss",
+                      description="Print the trials of each search of the study (what Ray Tune and Optuna tried: the "
+                      "parameters, state, attempts, epochs and best validation loss of each trial; * marks the one "
+                      "the search chose), read from the study's storage: the search records of finished searches, "
+                      "Ray Tune's trial records of running or interrupted ones. Starts no Ray.")
+    t.add_argument("--out", metavar="FILE", help="also write the table, one row per trial and a param_<name> column "
+                   "per searched parameter, to FILE (.csv or .parquet)")
+    t.set_defaults(func=trials)
 
 
 def _plan(args: argparse.Namespace):
@@ -103,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         m, sec = divmod(int(time.perf_counter() - t0), 60)
         print(f"[{m:02d}:{sec:02d}] {msg}", file=sys.stderr, flush=True)
 
-    outcome = run_study(plan, log=log)
+    outcome = run_study(plan, log=log, ray_dashboard=args.ray_dashboard)
     print(f"study {plan.study.name} done in {time.perf_counter() - t0:.0f} s: {outcome.summary()}", file=sys.stderr)
     if outcome.failures:
         print(f"{len(outcome.failures)} failure(s) (also in {plan.study_dir.child('failures.json')}):", file=sys.stderr)
@@ -121,6 +133,32 @@ def status(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     sys.stdout.write(study_status(plan).render(verbose=args.verbose))
+    return 0
+
+
+def trials(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mfray.run.study.status import driver_live, read_driver
+    from mfray.run.study.trials import render, trials_table
+    from mfray.utils.errors import MfrayError
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+        raise MfrayError(f"--out {args.out}: give a file ending in .csv or .parquet")
+    plan = _plan(args)
+    live = driver_live(read_driver(plan))
+    sys.stdout.write(render(plan, live))
+    if out is not None:
+        table = trials_table(plan, live)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".csv":
+            table.write_csv(out)
+        else:
+            table.write_parquet(out)
+        print(f"wrote {table.height} trial(s) to {out}", file=sys.stderr)
+    if plan.optuna_url:
+        print(f"Optuna's record of these searches: optuna-dashboard {plan.optuna_url}", file=sys.stderr)
     return 0
 
 

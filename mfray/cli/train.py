@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mfray.cli.common import add_censored, add_store_root, epoch_progress, format_metrics, open_store
+from mfray.cli.common import add_censored, add_store_root, apply_preset, epoch_progress, format_metrics, open_store
 
 
 def _model_args(p) -> None:
@@ -21,15 +21,21 @@ def _model_args(p) -> None:
     g.add_argument("--layers", type=int, metavar="N", help="encoder layers (default 3)")
 
 
-def _train_args(p, lr: float | None, batch: int, epochs: int, patience: int, precision: str = "32",
-                bucket: bool = False) -> None:
+def _train_args(p, verb: str, lr: float | None, batch: int, precision: str = "32", bucket: bool = False) -> None:
+    from mfray.train.presets import CHOICES, RunPreset
+
+    kind = "hf" if verb == "train" else "lf"
+    cpu, paper = getattr(RunPreset.cpu(), kind), getattr(RunPreset.paper(), kind)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=epochs, metavar="N", help=f"maximum epochs (default {epochs})")
+    g.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (default: the preset's, "
+                   + (f"{cpu['max_epochs']}" if cpu["max_epochs"] == paper["max_epochs"]
+                      else f"cpu {cpu['max_epochs']}, paper {paper['max_epochs']}") + ")")
     g.add_argument("--lr", type=float, default=lr, help="learning rate (default: "
                    + (f"{lr:g})" if lr is not None else "the strategy's, as in studies: 1e-4, 5e-5 for tune_*)"))
     g.add_argument("--batch-size", type=int, default=batch, metavar="N", help=f"default {batch}")
-    g.add_argument("--patience", type=int, default=patience, metavar="N",
-                   help=f"early-stopping patience in epochs, 0 = off (default {patience})")
+    g.add_argument("--patience", type=int, metavar="N", help="early-stopping patience in epochs, 0 = off (default: "
+                   + ("off" if not cpu["patience"] and not paper["patience"]
+                      else f"the preset's, cpu {cpu['patience']}, paper {paper['patience']}") + ")")
     g.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
     g.add_argument("--precision", choices=("32", "bf16-mixed", "auto"), default=precision,
                    help="forward passes in bf16 autocast (losses, weights, optimiser in fp32); auto = bf16-mixed where the "
@@ -39,9 +45,12 @@ def _train_args(p, lr: float | None, batch: int, epochs: int, patience: int, pre
                    f"{'on' if bucket else 'off'})")
     g.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute the readout's activations in the backward pass (less memory, more compute)")
-    g.add_argument("--preset", choices=("default", "paper"), default="default",
-                   help="paper: the reference implementation's protocol (early stopping and LR schedule on the total "
-                   "validation loss, raw LF inputs, reconstruction negatives over the whole batch); flags above still apply")
+    budget = (lambda r: f"at most {r.hf['max_epochs']} epochs, patience {r.hf['patience']}" if kind == "hf"
+              else f"the {r.lf_size} LF size")
+    g.add_argument("--preset", choices=CHOICES, default="auto",
+                   help=f"defaults for a CPU or for the paper's protocol: cpu = a CPU budget ({budget(RunPreset.cpu())}), "
+                   f"paper = the reference implementation's ({budget(RunPreset.paper())}); auto (default) = paper when "
+                   "the run trains on GPUs, else cpu. Printed when the run starts; the flags above still apply")
 
 
 def add_parser(sub) -> None:
@@ -64,7 +73,7 @@ def add_parser(sub) -> None:
                    "LF model should not have seen them either (mfray pretrain --holdout-seeds)")
     add_censored(p)
     _model_args(p)
-    _train_args(p, lr=None, batch=32, epochs=1000, patience=100)
+    _train_args(p, "train", lr=None, batch=32)
     p.add_argument("--no-progress", action="store_true")
     add_store_root(p)
     p.set_defaults(func=run_train)
@@ -80,10 +89,10 @@ def add_parser(sub) -> None:
     q.add_argument("--holdout-seeds", metavar="S1,S2", help="leave the valid and test molecules of these split seeds "
                    "out of pretraining (an LF model for the inductive setting); 'spec' = the dataset's seeds")
     _model_args(q)
-    q.add_argument("--size", choices=("paper", "cpu"), default="paper",
+    q.add_argument("--size", choices=("paper", "cpu"),
                    help="LF model size: paper (Set Transformer 1024 wide, 16 heads, 32 seeds, ~14 M parameters) or "
-                   "cpu (256 wide, 8 heads, 8 seeds, ~1.2 M: several times faster on a laptop); default paper")
-    _train_args(q, lr=5e-5, batch=512, epochs=10, patience=0, precision="auto", bucket=True)
+                   "cpu (256 wide, 8 heads, 8 seeds, ~1.2 M: several times faster on a laptop); default: the preset's")
+    _train_args(q, "pretrain", lr=5e-5, batch=512, precision="auto", bucket=True)
     q.add_argument("--max-steps", type=int, metavar="N", help="at most N optimiser steps per epoch (per worker)")
     r = q.add_argument_group("Ray Train")
     r.add_argument("--workers", type=int, metavar="N", help="run on Ray Train with N data-parallel workers "
@@ -156,6 +165,7 @@ def run_train(args: argparse.Namespace) -> int:
     from mfray.data.tasks import load_task
     from mfray.train.task import HFRunConfig, train_hf
 
+    apply_preset(args, "train", "cpu")  # trains in this process, on the CPU
     spec, store = open_store(args.spec, args.store_root)
     seed = args.seed if args.seed is not None else spec.split.seeds[0]
     task = load_task(store, seed, censored=args.censored or spec.task_policy()).for_setting(args.setting)
@@ -178,8 +188,8 @@ def run_train(args: argparse.Namespace) -> int:
         c = task.train.counts()
         print(f"  censored-label policy {task.censored!r}: training molecules with a fitted value {c['fitted']:,}, "
               f"with a bound {c['censored']:,} ({task.train.n_labelled(task.censored):,} used as labels)", file=sys.stderr)
-    with epoch_progress(cfg.train.max_epochs, f"train {args.strategy}", progress) as cb:
-        res = train_hf(task, cfg, out, on_epoch=cb)
+    with epoch_progress(cfg.train.max_epochs, f"train {args.strategy}", progress, fidelity=task.fidelity.upper()) as cb:
+        res = train_hf(task, cfg, out, on_epoch=cb, on_step=cb.on_step)
     _write_config(out / "config.toml", {
         "dataset": {"name": spec.name, "spec_path": spec.spec_path, "store": str(store.path), "seed": seed,
                     "targets": task.targets, "fidelity": task.fidelity, "censored": task.censored},
@@ -208,6 +218,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise MfrayError("--use-gpu runs on Ray Train: give --workers N as well")
     if args.max_steps is not None and args.max_steps < 1:
         raise MfrayError(f"--max-steps must be at least 1 (got {args.max_steps})")
+    apply_preset(args, "pretrain", "cuda" if args.use_gpu else "cpu")
     spec, store = open_store(args.spec, args.store_root)
     readout = args.readout or "set_transformer"
     holdout = None
@@ -229,8 +240,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
               "holdout_seeds": holdout}
     if args.workers is None:
         progress = not args.no_progress and sys.stderr.isatty()
-        with epoch_progress(cfg.train.max_epochs, f"pretrain {readout}", progress) as cb:
-            path, res = pretrain_lf(store, cfg, out, on_epoch=cb)
+        with epoch_progress(cfg.train.max_epochs, f"pretrain {readout}", progress, fidelity="LF") as cb:
+            path, res = pretrain_lf(store, cfg, out, on_epoch=cb, on_step=cb.on_step)
         _write_config(out / "config.toml", config)
         epochs, best_epoch, best_loss, seconds = res.epochs_run, res.best_epoch, res.best_valid_loss, res.seconds
         history = [asdict(h) for h in res.history]

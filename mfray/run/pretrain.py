@@ -162,8 +162,21 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    objective = [""]
+
+    def on_step(s) -> None:
+        """Rank 0 tells the driver what the loss adds up (once) and where a long epoch is, ~10 times an epoch."""
+        if rank != 0:
+            return
+        if s.objective != objective[0]:
+            objective[0] = s.objective
+            sys.stdout.write(f"loss = LF {s.objective}\n")
+        if s.step < s.steps and s.step % max(1, s.steps // 10) == 0:
+            sys.stdout.write(f"epoch {s.epoch}: step {s.step}/{s.steps}, train loss {s.loss:.4f}\n")
+        sys.stdout.flush()
+
     res = fit(prep.model, prep.train, prep.valid, train_cfg, resume=resume, checkpoint_every=1,
-              on_checkpoint=on_checkpoint)
+              on_checkpoint=on_checkpoint, on_step=on_step)
     data_mb = sum(d.rows.nbytes + (d.y.nbytes if d.y is not None else 0) for d in (prep.train, prep.valid)) / 2**20
     gpu_mb = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20 if device.startswith("cuda") else 0.0
     own = {"peak_rss_mb": peak_rss_mb(), "load_seconds": prep.load_seconds, "data_mb": data_mb, "peak_gpu_mb": gpu_mb}
@@ -223,7 +236,10 @@ def pretrain_lf_distributed(
     store = GraphStore(store_path)  # a complete store, or a clear error here rather than in every worker
     t0 = time.perf_counter()
     storage = _resolve_storage(storage_path)
-    ensure_ray()
+    # Ray Train V2 watches its controller through Ray's State API, which the dashboard serves
+    dashboard = ensure_ray(dashboard=True)
+    if dashboard:
+        log(f"Ray dashboard: {dashboard} (while this runs)")
     log(f"pretraining {cfg.readout} LF model on {store.manifest.get('dataset')} with Ray Train: {num_workers} "
         f"worker(s) ({'GPU, nccl' if use_gpu else 'CPU, gloo'}), run {storage}/{name}")
     trainer = TorchTrainer(

@@ -4,8 +4,9 @@ Adam, ReduceLROnPlateau(factor 0.75, patience 15) on the validation loss, early 
 model of the best validation epoch restored at the end (the reference evaluated last-epoch weights,
 ~100 epochs past the best; METHOD.md section 7). With a supervised VGAE encoder the loss is
 ``task_weight * task + recon_weight * reconstruction + kl_weight * KL`` (see :class:`TrainConfig` for
-why the KL weight defaults to 1e-3, not the paper's nominal 1); the
-validation loss used for model selection is the task loss alone. The regression task loss is a
+why the KL weight defaults to 1e-3, not the paper's nominal 1; :func:`describe_loss` says it in words);
+the validation loss used for model selection is that sum too, or the task loss alone with
+``monitor="task"``. The regression task loss is a
 squared error that respects censored targets (:func:`censored_squared_error`), in training and in
 the validation loss alike.
 
@@ -129,6 +130,41 @@ class EpochLog:
     graphs_per_s: float = 0.0
     steps: int = 0  # optimiser steps this epoch (each process takes the same number)
     precision: str = "32"  # the forward passes' precision ("auto" resolved)
+
+
+@dataclass
+class StepLog:
+    """One optimiser step of :func:`fit`, for progress within long epochs (``on_step``).
+
+    ``step`` counts from 1 within the epoch, of ``steps``; ``loss`` is the epoch's running mean training
+    loss so far (this process's batches); ``objective`` says what that loss adds up
+    (:func:`describe_loss`)."""
+
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    objective: str
+
+
+def describe_loss(task_type: str, censored: bool, vgae_terms: bool, cfg: TrainConfig) -> str:
+    """What :func:`fit` minimises, in words, e.g. ``"MSE + VGAE recon + 0.001 KL; valid: the same"``.
+
+    The task term is ``MSE`` (regression), ``censored MSE`` (one-sided at bounds: regression with
+    censored targets) or ``BCE`` (classification); with a supervised VGAE whose stages train, the
+    reconstruction and KL terms follow with their weights; ``valid`` says what the validation loss
+    (early stopping, LR schedule, best epoch) is: the same sum or the task term alone (``cfg.monitor``).
+    """
+    task = "BCE" if task_type == "classification" else ("censored MSE" if censored else "MSE")
+
+    def weighted(w: float, name: str) -> str:
+        return name if w == 1 else f"{w:g} {name}"
+
+    terms = [weighted(cfg.task_weight, task)]
+    if vgae_terms:
+        terms += [weighted(cfg.recon_weight, "VGAE recon"), weighted(cfg.kl_weight, "KL")]
+    valid = "the same" if cfg.monitor == "total" or not vgae_terms else terms[0]
+    return " + ".join(terms) + f"; valid: {valid}"
 
 
 @dataclass
@@ -380,6 +416,7 @@ def fit(
     cfg: TrainConfig,
     on_epoch: Callable[[EpochLog], bool | None] | None = None,
     *,
+    on_step: Callable[[StepLog], None] | None = None,
     freeze_plan: FreezePlan | None = None,
     resume: dict[str, Any] | None = None,
     checkpoint_every: int = 0,
@@ -397,6 +434,8 @@ def fit(
         on_epoch: called after every epoch (progress bars, Ray Tune reports); returning ``True``
             stops training (e.g. a scheduler pruned the trial). Data parallel: every rank calls it and
             training stops when any rank asks to.
+        on_step: called after every optimiser step with a :class:`StepLog` (progress within long
+            epochs); this process's own steps and losses, no communication.
         resume: a fit state from ``on_checkpoint`` (after ``torch.save``/``torch.load``): the model,
             optimiser, scheduler, best weights, early-stopping counters, RNG states and history are
             restored and training continues at the next epoch. Build ``model`` as for the original
@@ -510,6 +549,8 @@ def fit(
             steps = int(_all_reduce([steps], device, dist.ReduceOp.MIN)[0])
         total, n, parts_sum = 0.0, 0, {}
         step = 0
+        objective = (describe_loss(model.spec.task_type, train.censor is not None, vgae_terms and model.spec.vgae, cfg)
+                     if on_step is not None else "")
         if steps > 0:
             for g, y, aux, censor in train.batches(cfg.batch_size, shuffle=True, rng=rng, bucket=cfg.bucket_by_size):
                 g, y = g.to(device), y.to(device)
@@ -526,6 +567,8 @@ def fit(
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v * b
                 step += 1
+                if on_step is not None:
+                    on_step(StepLog(epoch=epoch, step=step, steps=steps, loss=total / max(n, 1), objective=objective))
                 if step >= steps:
                     break
         if device.startswith("cuda"):

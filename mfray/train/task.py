@@ -22,7 +22,7 @@ from mfray.data.tasks import FOLD_NAMES, Task, holdout_ids
 from mfray.models import MFModel, ModelSpec, build_model
 from mfray.models.checkpoint import load_model, save_checkpoint
 from mfray.train.data import GraphDataset
-from mfray.train.loop import EpochLog, FitResult, TrainConfig, fit, predict, seed_everything
+from mfray.train.loop import EpochLog, FitResult, StepLog, TrainConfig, fit, predict, seed_everything
 from mfray.train.metrics import compute_metrics
 from mfray.train.scaling import Scaler
 from mfray.transfer import LFSources, ModelContext, get_strategy, resolve_lf_inputs
@@ -136,14 +136,16 @@ def lf_model_outputs(task: Task, model: MFModel, ckpt: dict[str, Any]) -> Callab
 
 def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
              on_epoch: Callable[[EpochLog], bool | None] | None = None, *, resume: dict[str, Any] | None = None,
-             checkpoint_every: int = 0, on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> HFRunResult:
+             checkpoint_every: int = 0, on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+             on_step: Callable[[StepLog], None] | None = None) -> HFRunResult:
     """Fit one HF model for ``task`` with ``cfg.strategy``; evaluate the best-validation model on every fold.
 
     The strategy decides (through its hooks, :mod:`mfray.transfer.base`) which LF inputs are read, the
     augmentation, a target offset (delta), the model and what is frozen; the task's setting
     (``task.setting``) must be one the strategy supports. ``resume``, ``checkpoint_every`` and
     ``on_checkpoint`` are :func:`mfray.train.loop.fit`'s: a search trial hands its fit state to Ray
-    Tune every few epochs and continues from it after a restart.
+    Tune every few epochs and continues from it after a restart; so is ``on_step`` (progress within
+    an epoch).
     """
     strategy = get_strategy(cfg.strategy)
     if not strategy.supports(task.setting):
@@ -187,8 +189,8 @@ def train_hf(task: Task, cfg: HFRunConfig, out_dir: str | Path | None = None,
                             freeze=cfg.freeze, unfreeze_epoch=cfg.unfreeze_epoch)
 
     data = {f: _datasets(store, spec, task.folds[f].mol_ids, ys[f], aux[f], labels[f][1]) for f in FOLD_NAMES}
-    res = fit(model, data["train"], data["valid"], train_cfg, on_epoch=on_epoch, freeze_plan=plan, resume=resume,
-              checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
+    res = fit(model, data["train"], data["valid"], train_cfg, on_epoch=on_epoch, on_step=on_step, freeze_plan=plan,
+              resume=resume, checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
 
     metrics, frames = {}, []
     for f in FOLD_NAMES:
@@ -445,11 +447,12 @@ def write_lf_outputs(out_dir: str | Path, model: MFModel, info: dict[str, Any], 
 
 
 def pretrain_lf(store: GraphStore, cfg: LFRunConfig, out_dir: str | Path,
-                on_epoch: Callable[[EpochLog], bool | None] | None = None) -> tuple[Path, FitResult]:
+                on_epoch: Callable[[EpochLog], bool | None] | None = None,
+                on_step: Callable[[StepLog], None] | None = None) -> tuple[Path, FitResult]:
     """Train a supervised VGAE on the low-fidelity labels of a store in this process; write
     ``out_dir/lf.ckpt`` and ``history.json``. (``mfray.run.pretrain`` runs the same pieces on Ray Train.)"""
     prep = prepare_lf(store, cfg)
-    res = fit(prep.model, prep.train, prep.valid, cfg.train, on_epoch=on_epoch)
+    res = fit(prep.model, prep.train, prep.valid, cfg.train, on_epoch=on_epoch, on_step=on_step)
     path = write_lf_outputs(out_dir, prep.model, lf_checkpoint_info(prep, cfg), res, setup=prep.setup)
     return path, res
 

@@ -92,3 +92,104 @@ def test_embed_refuses_hf_models_and_empty_inputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and ("no molecules" in err or "quarantined" in err), err
     assert not (tmp_path / "e.parquet").exists()
+
+
+def _parsed(argv):
+    from mfray.cli.main import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_presets_are_chosen_by_the_training_device_and_flags_win(capsys):
+    from mfray.cli.common import apply_preset
+    from mfray.train.presets import resolve_preset
+
+    assert resolve_preset("auto", "cpu")[0].name == "cpu" and resolve_preset("auto", "cuda:0")[0].name == "paper"
+    assert resolve_preset("paper", "cpu")[0].name == "paper"
+    from mfray.models.spec import LF_PRESETS
+    from mfray.train.presets import PRESETS
+
+    assert all(make().lf_size in LF_PRESETS for make in PRESETS.values())
+
+    args = _parsed(["train", "aid1445", "--strategy", "base"])
+    apply_preset(args, "train", "cpu")
+    assert (args.epochs, args.patience) == (300, 30)
+    assert "preset cpu (auto: training on the CPU): at most 300 epochs, early-stopping patience 30" in capsys.readouterr().err
+    args = _parsed(["train", "aid1445", "--strategy", "base", "--preset", "paper"])
+    apply_preset(args, "train", "cpu")
+    assert (args.epochs, args.patience) == (1000, 100)  # the reference protocol
+    args = _parsed(["train", "aid1445", "--strategy", "base", "--epochs", "5"])
+    apply_preset(args, "train", "cpu")
+    assert (args.epochs, args.patience) == (5, 30)
+
+    args = _parsed(["pretrain", "aid1445"])
+    apply_preset(args, "pretrain", "cpu")
+    assert (args.size, args.epochs, args.patience) == ("cpu", 10, 0)
+    args = _parsed(["pretrain", "aid1445", "--workers", "2", "--use-gpu"])
+    apply_preset(args, "pretrain", "cuda")  # what run_pretrain passes for --use-gpu
+    assert args.size == "paper" and "preset paper (auto: training on GPUs)" in capsys.readouterr().err
+    args = _parsed(["pretrain", "aid1445", "--preset", "paper", "--size", "cpu"])
+    apply_preset(args, "pretrain", "cpu")
+    assert args.size == "cpu"
+
+
+def test_pretrain_defaults_to_the_cpu_size_here(tmp_path, capsys):
+    """Without --size, a run on the CPU pretrains the cpu-size Set Transformer, and says so."""
+    import tomllib
+
+    lf = tmp_path / "lf"
+    assert main(["pretrain", "aid1445", "--hidden-dim", "16", "--latent-dim", "4", "--epochs", "1", "--max-steps", "1",
+                 "--out", str(lf), "--no-progress", "--store-root", str(tmp_path / "s")]) == 0
+    config = tomllib.loads((lf / "config.toml").read_text())
+    assert config["size"] == "cpu" and config["model"]["readout_kwargs"]["hidden_dim"] == 256
+    err = capsys.readouterr().err
+    assert "preset cpu (auto: training on the CPU): LF model size cpu, at most 1 epoch" in err
+    assert "pretrain set_transformer: loss = LF MSE + VGAE recon + 0.001 KL; valid: the same" in err
+
+
+def test_bad_preset_flags_exit_2(tmp_path, capsys):
+    import pytest
+
+    common = ["--out", str(tmp_path), "--store-root", str(tmp_path / "s"), "--no-progress"]
+    assert main(["train", "aid1445", "--strategy", "base", "--epochs", "0", *common]) == 2
+    assert "--epochs 0" in capsys.readouterr().err
+    assert main(["train", "aid1445", "--strategy", "base", "--patience", "-1", *common]) == 2
+    assert "--patience -1" in capsys.readouterr().err
+    assert main(["pretrain", "aid1445", "--epochs", "-2", *common]) == 2
+    assert "--epochs -2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "aid1445", "--strategy", "base", "--preset", "gpu", *common])
+    assert e.value.code == 2 and "--preset" in capsys.readouterr().err
+
+
+def test_train_says_what_its_loss_adds_up(tmp_path, capsys):
+    assert main(["train", "aid1445", "--strategy", "label", "--epochs", "1", "--hidden-dim", "16", "--latent-dim", "4",
+                 "--out", str(tmp_path / "r"), "--no-progress", "--store-root", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert "train label: loss = HF MSE + VGAE recon + 0.001 KL; valid: the same" in err
+
+
+def test_the_progress_counts_steps_within_an_epoch(capsys):
+    from mfray.cli.common import epoch_progress
+    from mfray.train.loop import EpochLog, StepLog
+
+    with epoch_progress(3, "pretrain sum", enabled=False, fidelity="LF") as bar:
+        for k in (1, 2):
+            bar.on_step(StepLog(epoch=0, step=k, steps=4, loss=0.5 / k, objective="MSE; valid: the same"))
+        epochs, steps = bar.progress.tasks
+        assert (steps.completed, steps.total, steps.fields["info"]) == (2, 4, "loss 0.2500")
+        bar(EpochLog(epoch=0, train_loss=0.3, valid_loss=0.4, lr=1e-3, seconds=1.0))
+        bar.on_step(StepLog(epoch=1, step=1, steps=4, loss=0.2, objective="MSE; valid: the same"))
+        assert epochs.completed == 1 and "valid 0.4000" in epochs.fields["info"]
+        assert (steps.completed, steps.description) == (1, "  epoch 2 steps")
+    assert capsys.readouterr().err.count("pretrain sum: loss = LF MSE; valid: the same") == 1  # once, not per step
+
+
+def test_building_the_command_line_imports_no_torch():
+    """Every verb builds the whole parser first: it must not pay for torch (seconds) or Ray."""
+    import subprocess
+    import sys
+
+    code = "import sys; from mfray.cli.main import build_parser; build_parser(); print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

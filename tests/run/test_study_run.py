@@ -98,6 +98,21 @@ def test_tiny_study(ray_local, demo_store, tmp_path):
     assert "strategy selection and its regret" in make_report(df, study="tiny", metrics=["r2"])
     assert set(df["trial_id"].drop_nulls().to_list()) <= {s.best.read_json()["trial_id"] for s in plan.searches}
 
+    # the trial table reads what Tune recorded: trials.json, and the same from Tune's own trial folders
+    from mfray.run.study.trials import _latest_experiment, _tune_rows, trials_table
+
+    table = trials_table(plan)
+    assert table.height == 6 and set(table["state"]) == {"finished"} and set(table["source"]) == {"trials.json"}
+    assert {"param_readout", "param_lr", "valid_loss", "attempts", "best"} <= set(table.columns)
+    for s in plan.searches:
+        rows = table.filter(pl.col("search") == s.key)
+        best = s.best.read_json()
+        assert rows.filter(pl.col("best"))[["trial_id", "valid_loss"]].row(0) == (best["trial_id"], best["valid_loss"])
+        assert sorted(rows["attempts"].to_list()) == [1, 1, 2]
+        live = {r["trial_id"]: r for r in _tune_rows(_latest_experiment(plan, s), retries=1, driver_live=False)}
+        assert {t: (r["state"], r["attempts"], r["valid_loss"], r["params"]["readout"]) for t, r in live.items()} == {
+            r["trial_id"]: (r["state"], r["attempts"], r["valid_loss"], r["param_readout"]) for r in rows.iter_rows(named=True)}
+
     st = study_status(plan)
     assert st.driver_state() == "finished"
     assert st.counts() == {"featurise": {"done": 1}, "search": {"done": 2}, "runs": {"done": 4}, "baselines": {"done": 2}}

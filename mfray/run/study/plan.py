@@ -138,6 +138,23 @@ class StudyPlan:
     def run_dir(self, run_key: str) -> Location:
         return self.storage.child("runs", run_key)
 
+    @property
+    def optuna_url(self) -> str | None:
+        """The Optuna RDB storage of the searches (``[search] storage``; None: Optuna keeps them in
+        memory): a database URL as given, or a SQLite file, relative paths taken in the study's storage
+        folder (in the spec file's folder when the storage is not local), so that
+        ``optuna-dashboard <optuna_url>`` shows every search."""
+        spec = self.study.search.storage
+        if not spec:
+            return None
+        if "://" in spec:
+            return spec
+        import os
+        from pathlib import Path
+
+        base = self.storage.path if self.storage.is_local else Path(self.study.base_dir)
+        return f"sqlite:///{Path(spec) if os.path.isabs(spec) else (Path(base) / spec).resolve()}"
+
 
 def _task_refs(study: StudySpec) -> list[TaskRef]:
     refs = [TaskRef(dataset=t) if isinstance(t, str) else t for t in study.tasks]

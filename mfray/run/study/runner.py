@@ -1,6 +1,6 @@
 """``run_study``: the study plan of DESIGN.md on Ray, every step idempotent and keyed by content.
 
-1. featurise every dataset (graph store cache; Ray Data map_batches over raw shards)
+1. featurise every dataset (graph store cache; in this process when small, else Ray Data map_batches)
 2. pretrain each LF model the strategies need (Ray Train, DDP; resumes from its last checkpoint)
 3. export LF predictions/embeddings for every molecule (Ray task)
 4. search each (task, setting, strategy): Tuner(function trainable) + OptunaSearch (seeded TPE,
@@ -8,7 +8,8 @@
 5. refit the best configuration on every split seed (Ray tasks), evaluate the best-validation model
 6. append one results part per finished run as it finishes (written once, by run key)
 
-A step whose output exists is skipped, so re-running a finished study trains nothing, and killing
+Ray starts on the first step with work to do (:class:`_RayOnDemand`): a finished study re-runs without
+it. A step whose output exists is skipped, so re-running a finished study trains nothing, and killing
 the driver at any point then re-running resumes: an interrupted search is restored from Ray Tune's
 experiment state (finished trials are not re-run), an interrupted pretraining continues from its
 last checkpoint, and a run whose results part exists is never run again.
@@ -114,14 +115,13 @@ def _context(plan: StudyPlan, task: TaskPlan, search: SearchPlan | None = None) 
         censored=task.censored)
 
 
-def _optuna_storage(spec: str | None, base_dir):
-    """Optuna RDB storage from ``search.storage``: a database URL, or a SQLite file (relative paths
-    are taken in the study's storage folder, so ``optuna-dashboard sqlite:///<storage>/optuna.db``)."""
-    if not spec:
+def _optuna_storage(plan: StudyPlan):
+    """Optuna RDB storage from ``search.storage`` (:attr:`StudyPlan.optuna_url`), or None (in memory)."""
+    url = plan.optuna_url
+    if not url:
         return None
     import optuna
 
-    url = spec if "://" in spec else f"sqlite:///{(base_dir / spec).resolve() if not os.path.isabs(spec) else spec}"
     return optuna.storages.RDBStorage(url)
 
 
@@ -131,7 +131,11 @@ def study_steps_of(plan: StudyPlan, kind: str) -> list[Step]:
     return study_steps(plan, kinds=(kind,))
 
 
-def featurize_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+def featurize_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None],
+                   ray_init: Callable[[], Any] | None = None) -> None:
+    """Featurise each task's dataset that has no store yet: in this process below the size threshold
+    (:func:`mfray.run.featurize.local_below`, ``$MFRAY_LOCAL_BELOW``), else with Ray Data (``ray_init``
+    starts Ray then)."""
     from mfray.run.featurize import featurize_dataset
 
     for step in study_steps_of(plan, "featurise"):
@@ -139,17 +143,19 @@ def featurize_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], 
         if step.done:
             outcome.add("featurise", "cached")
             continue
-        log(f"featurise {task.dataset} (Ray Data)")
-        res = featurize_dataset(task.spec, plan.store_root, executor="ray", progress=False, log=lambda m: None)
+        log(f"featurise {task.dataset}")
+        res = featurize_dataset(task.spec, plan.store_root, executor="auto", ray_init=ray_init, progress=False,
+                                log=lambda m: log(f"  {m}"))
         if res.store.path.as_posix() != task.store_path:
             raise MfrayError(f"{task.dataset}: store built at {res.store.path}, planned {task.store_path} "
                              "(did the data change while the study started?)")
         c = res.store.manifest["counts"]
-        log(f"  {c['molecules']:,} molecules, {c['rows_quarantined']:,} rows quarantined")
+        log(f"  {c['molecules']:,} molecules, {c['rows_quarantined']:,} rows quarantined in {res.seconds:.0f} s")
         outcome.add("featurise", "ran")
 
 
-def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None],
+                  ray_init: Callable[[], Any]) -> None:
     import tempfile
 
     from mfray.run.pretrain import pretrain_lf_distributed
@@ -158,6 +164,15 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
 
     import ray
 
+    steps = []
+    for step in study_steps_of(plan, "pretrain"):
+        if step.done:
+            outcome.add("pretrain", "cached")
+        else:
+            steps.append(step)
+    if not steps:
+        return
+    ray_init()
     p = plan.study.pretrain
     task_spec = {t.store_key: t.spec for t in plan.tasks}
     num_workers = p.num_workers
@@ -170,11 +185,8 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
         if p.use_gpu and ray.cluster_resources().get("GPU", 0) < 1:
             raise MfrayError("pretrain.use_gpu = true, but this machine's Ray has no GPU (set use_gpu = false, or "
                              "submit the study to a cluster with `ray job submit`)")
-    for step in study_steps_of(plan, "pretrain"):
+    for step in steps:
         lf = step.target
-        if step.done:
-            outcome.add("pretrain", "cached")
-            continue
         # pretrain.batch_size is the global batch (the paper's 512 whatever the worker count); Ray Train
         # workers each take their share, with as many torch threads as CPUs they reserve
         per_worker = max(1, -(-p.batch_size // num_workers))
@@ -203,7 +215,8 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
         outcome.add("pretrain", "ran")
 
 
-def outputs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+def outputs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None],
+                 ray_init: Callable[[], Any]) -> None:
     import ray
 
     todo: list[LFPlan] = []
@@ -214,6 +227,7 @@ def outputs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], No
             todo.append(step.target)
     if not todo:
         return
+    ray_init()
     task = ray.remote(num_cpus=1)(export_lf_outputs)
     refs = {task.remote(lf.checkpoint.uri, lf.store_path, lf.outputs.uri): lf for lf in todo}
     for ref, lf in refs.items():
@@ -222,8 +236,13 @@ def outputs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], No
         outcome.add("lf outputs", "ran")
 
 
-def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log: Callable[[str], None]) -> None:
+def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log: Callable[[str], None],
+                ray_init: Callable[[], Any]) -> None:
     """Run (or resume) one search; write ``trials.json`` and, when a trial finished, ``best.json``."""
+    if search.best.exists():
+        outcome.add("search", "cached")
+        return
+    ray_init()
     import optuna
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # one line per search from mfray, not Tune's tables
@@ -238,9 +257,6 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
     from ray.tune.search.optuna import OptunaSearch
 
     study = plan.study
-    if search.best.exists():
-        outcome.add("search", "cached")
-        return
     previous = search.trials.read_json() if search.trials.exists() else None
     retry = int(previous.get("retry", 0)) + 1 if previous else 0
     name = f"search-{search.key}" + (f"-r{retry}" if retry else "")
@@ -266,8 +282,7 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
         searcher = OptunaSearch(space=functools.partial(suggest, study=study, strategy=search.strategy,
                                                         setting=search.setting),
                                 metric="valid_loss", mode="min", sampler=sampler,
-                                storage=_optuna_storage(study.search.storage,
-                                                        plan.storage.path if plan.storage.is_local else study.base_dir),
+                                storage=_optuna_storage(plan),
                                 study_name=f"{study.name}.{search.task.dataset}.{search.setting}.{search.strategy}.{search.key[:8]}")
         scheduler = ASHAScheduler(metric="valid_loss", mode="min", time_attr="training_iteration", max_t=max_t, grace_period=min(study.search.grace_period, max_t),
                                   reduction_factor=study.search.reduction_factor)
@@ -332,8 +347,9 @@ class _Job:
 
 
 def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None], task_names: dict[str, str],
-              hb: _Heartbeat | None = None) -> None:
-    """Refit every best configuration on every split seed, and run the baselines; append as they finish."""
+              ray_init: Callable[[], Any], hb: _Heartbeat | None = None) -> None:
+    """Refit every best configuration on every split seed, and run the baselines; append as they finish.
+    ``ray_init`` starts Ray when there is something to fit (as for the other steps)."""
     import ray
 
     study = plan.study
@@ -361,6 +377,7 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
                              {"baseline": name, "grid": study.baseline_grid}, seed, name=step.name))
     if not todo:
         return
+    ray_init()
     n_runs = len(todo) + sum(len(j.twins) for j in todo)
     shared = n_runs - len(todo)
     log(f"runs: {n_runs} to record, {len(todo)} fit(s)" + (f" ({shared} serve both settings)" if shared else "")
@@ -543,10 +560,33 @@ def _check_local_resources(study) -> None:
                          f"machine's Ray has {have.get('CPU', 0):g} CPU / {have.get('GPU', 0):g} GPU")
 
 
-def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutcome:
-    """Run every step of ``plan`` that is not done yet (see module docstring)."""
-    from mfray.run.runtime import ensure_ray
+class _RayOnDemand:
+    """Starts (or connects to) Ray the first time a step has work for it, once: a study with nothing
+    left to do, or whose only pending work runs in this process, never starts Ray (10-20 s on a
+    laptop). The local Ray serves the dashboard when asked, or when LF models are to be pretrained
+    (Ray Train V2 watches its controller through the State API the dashboard serves)."""
 
+    def __init__(self, plan: StudyPlan, log: Callable[[str], None], dashboard: bool = False) -> None:
+        self.plan, self.log = plan, log
+        self.dashboard = dashboard or any(not s.done for s in study_steps_of(plan, "pretrain"))
+        self.started = False
+
+    def __call__(self) -> None:
+        if self.started:
+            return
+        from mfray.run.runtime import ensure_ray
+
+        t = time.perf_counter()
+        url = ensure_ray(log_to_driver=False, dashboard=self.dashboard)
+        self.started = True
+        self.log(f"Ray ready in {time.perf_counter() - t:.0f} s" + (f"; Ray dashboard: {url}" if url else ""))
+        _check_local_resources(self.plan.study)
+
+
+def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard: bool = False) -> StudyOutcome:
+    """Run every step of ``plan`` that is not done yet (see module docstring). Ray starts on the first
+    step that needs it (never, when every step is done); ``ray_dashboard``: its local Ray serves the
+    Ray dashboard (:func:`mfray.run.runtime.ensure_ray`)."""
     t0 = time.perf_counter()
     outcome = StudyOutcome()
     study = plan.study
@@ -558,29 +598,28 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print) -> StudyOutco
         raise MfrayError(f"study {study.name}: none of its tasks has data here")
     plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))
     with _Heartbeat(plan) as hb:
-        ensure_ray(log_to_driver=False)
-        _check_local_resources(study)
+        need_ray = _RayOnDemand(plan, log, dashboard=ray_dashboard)
         hb.phase("featurise")
-        featurize_step(plan, outcome, log)
+        featurize_step(plan, outcome, log, need_ray)
         names = task_names(plan)
         if plan.lf:
             hb.phase("pretrain")
-            pretrain_step(plan, outcome, log)
+            pretrain_step(plan, outcome, log, need_ray)
             hb.phase("lf outputs")
-            outputs_step(plan, outcome, log)
+            outputs_step(plan, outcome, log, need_ray)
         hb.phase("search")
         for search in (step.target for step in study_steps_of(plan, "search")):
             try:
-                search_step(plan, search, outcome, log)
+                search_step(plan, search, outcome, log, need_ray)
             except MfrayError:
                 raise
             except Exception as e:
-                if study.failure.on_error == "stop":
+                if study.failure.on_error == "stop" or not need_ray.started:  # Ray itself did not start
                     raise
                 outcome.failures.append({"step": "search", "search": search.label, "error": f"{type(e).__name__}: {e}"})
                 log(f"search {search.label} failed: {type(e).__name__}: {e}")
         hb.phase("runs")
-        runs_step(plan, outcome, log, names, hb)
+        runs_step(plan, outcome, log, names, need_ray, hb)
         hb.phase("selection")
         selection_step(plan, outcome, log, names)
         outcome.seconds = time.perf_counter() - t0

@@ -42,12 +42,9 @@ class StudyStatus:
             return "never run"
         if d.get("state") != "running":
             return str(d.get("state"))
-        try:
-            age = (datetime.now(UTC) - datetime.fromisoformat(d["updated_at"])).total_seconds()
-        except (KeyError, ValueError):
-            age = float("inf")
-        if _gone(d) or age > STALE_SECONDS:
-            return f"interrupted (driver pid {d.get('pid')} on {d.get('host')} silent for {age:.0f} s; re-run to resume)"
+        if not driver_live(d):
+            return (f"interrupted (driver pid {d.get('pid')} on {d.get('host')} silent for {_age(d):.0f} s; "
+                    "re-run to resume)")
         return f"running (pid {d.get('pid')} on {d.get('host')}, phase {d.get('phase')})"
 
     def render(self, verbose: bool = False) -> str:
@@ -62,6 +59,25 @@ class StudyStatus:
         for s in shown:
             lines.append(f"    {s.step:<10} {s.state:<11} {s.name}" + (f"  {s.detail}" if s.detail else ""))
         return "\n".join(lines) + "\n"
+
+
+def read_driver(plan: StudyPlan) -> dict[str, Any] | None:
+    """``studies/<name>/driver.json``: who ran the study last, its state and last sign of life."""
+    loc = plan.study_dir.child("driver.json")
+    return loc.read_json() if loc.exists() else None
+
+
+def driver_live(driver: dict[str, Any] | None) -> bool:
+    """A study driver says it is running, has written its heartbeat in the last :data:`STALE_SECONDS`,
+    and (on this machine) its process exists."""
+    return bool(driver) and driver.get("state") == "running" and not _gone(driver) and _age(driver) <= STALE_SECONDS
+
+
+def _age(driver: dict[str, Any]) -> float:
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(driver["updated_at"])).total_seconds()
+    except (KeyError, ValueError):
+        return float("inf")
 
 
 def _gone(driver: dict[str, Any]) -> bool:
@@ -86,8 +102,7 @@ def study_status(plan: StudyPlan) -> StudyStatus:
     its search recorded no finished trial, else pending."""
     from mfray.run.study.runner import task_names
 
-    driver_loc = plan.study_dir.child("driver.json")
-    driver = driver_loc.read_json() if driver_loc.exists() else None
+    driver = read_driver(plan)
     live = driver is not None and driver.get("state") == "running"
     st = StudyStatus(study=plan.study.name, driver=driver, missing=list(plan.missing))
     store = ResultsStore(plan.results.uri)
