@@ -46,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _replayed(parser: argparse.ArgumentParser, argv: list[str] | None, config: str) -> argparse.Namespace:
+    """``mfray train --config FILE``: parse again with the file's values as the train flags' defaults, so a
+    flag given on the command line wins; the file's other settings ride along as ``args.replay``."""
+    from mfray.cli.replay import load_replay
+    from mfray.cli.train import PARSERS
+
+    replay = load_replay(config)
+    PARSERS["train"].set_defaults(**replay.flag_defaults())
+    args = parser.parse_args(argv)
+    args.replay = replay
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     _threads()
     parser = build_parser()
@@ -55,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from mfray.utils.errors import MfrayError
 
     try:
+        if getattr(args, "config", None) and args.verb == "train":
+            args = _replayed(parser, argv, args.config)
         return int(args.func(args) or 0)
     except MfrayError as e:
         print(f"mfray {args.verb}: error: {e}", file=sys.stderr)

@@ -53,14 +53,22 @@ def _train_args(p, verb: str, lr: float | None, batch: int, precision: str = "32
                    "the run trains on GPUs, else cpu. Printed when the run starts; the flags above still apply")
 
 
+#: the verbs' parsers (``mfray train --config`` sets the train parser's defaults from the file)
+PARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
 def add_parser(sub) -> None:
     from mfray.transfer import STRATEGIES
 
     p = sub.add_parser("train", help="train one high-fidelity model for one split seed",
                        description="Train one HF model with a transfer strategy; write the resolved config, the "
                        "best-validation checkpoint, test predictions and metrics to --out.")
-    p.add_argument("spec", metavar="DATA_SPEC", help="dataset spec file or name")
-    p.add_argument("--strategy", required=True, choices=STRATEGIES.names(), help="transfer strategy")
+    p.add_argument("spec", metavar="DATA_SPEC", nargs="?", help="dataset spec file or name (default with --config: "
+                   "the dataset the config names)")
+    p.add_argument("--strategy", choices=STRATEGIES.names(), help="transfer strategy (required unless --config names one)")
+    p.add_argument("--config", metavar="FILE", help="train again what a config file resolved: mfray train's config.toml, "
+                   "a study's search best.json or refit config.json, an exported model's config.toml; flags given "
+                   "win over it")
     p.add_argument("--seed", type=int, help="split seed (default: the spec's first)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/<strategy>/seed<seed>)")
     p.add_argument("--lf-checkpoint", metavar="CKPT", help="LF model from `mfray pretrain` (predicted_label, hybrid_label, embeddings, tune_*)")
@@ -77,6 +85,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_store_root(p)
     p.set_defaults(func=run_train)
+    PARSERS["train"] = p
 
     q = sub.add_parser("pretrain", help="train a low-fidelity supervised VGAE (one process, or Ray Train with --workers)",
                        description="Pretrain an LF model on a dataset's low-fidelity labels; writes lf.ckpt. With "
@@ -134,6 +143,9 @@ def _train_config(args, seed: int):
     kw = dict(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
               seed=seed, num_threads=args.threads, precision=args.precision, bucket_by_size=args.bucket_by_size,
               activation_checkpointing=args.activation_checkpointing)
+    replay = getattr(args, "replay", None)
+    if replay is not None:  # --config: the file's settings, the flags' values over them
+        return TrainConfig(**{**replay.train, **kw})
     return TrainConfig.paper(**kw) if getattr(args, "preset", "default") == "paper" else TrainConfig(**kw)
 
 
@@ -165,11 +177,22 @@ def run_train(args: argparse.Namespace) -> int:
     from mfray.data.tasks import load_task
     from mfray.train.task import HFRunConfig, train_hf
 
+    from mfray.utils.errors import MfrayError
+
+    if args.spec is None:
+        raise MfrayError("give DATA_SPEC (a dataset spec file or name)" + (
+            f": {args.config} does not name the dataset (a search's best.json does not)" if args.config else ""))
+    if args.strategy is None:
+        raise MfrayError("give --strategy NAME (or --config FILE that names one)")
+    replay = getattr(args, "replay", None)
     apply_preset(args, "train", "cpu")  # trains in this process, on the CPU
     spec, store = open_store(args.spec, args.store_root)
     seed = args.seed if args.seed is not None else spec.split.seeds[0]
     task = load_task(store, seed, censored=args.censored or spec.task_policy()).for_setting(args.setting)
-    cfg = HFRunConfig(strategy=args.strategy, readout=args.readout, model=_model_overrides(args),
+    model = {**(replay.model if replay else {}), **_model_overrides(args)}
+    if replay and replay.strategy != args.strategy:  # another strategy builds another model: keep only its head
+        model = {k: v for k, v in model.items() if k in ("head", "head_hidden_dim", "head_kwargs")} | _model_overrides(args)
+    cfg = HFRunConfig(strategy=args.strategy, readout=args.readout, model=model,
                       train=_train_config(args, seed), lf_checkpoint=args.lf_checkpoint,
                       lf_prediction=args.lf_prediction, lf_embedding=args.lf_embedding,
                       freeze=[s for s in args.freeze.split(",") if s] if args.freeze is not None else None,

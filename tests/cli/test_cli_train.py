@@ -193,3 +193,43 @@ def test_building_the_command_line_imports_no_torch():
     code = "import sys; from mfray.cli.main import build_parser; build_parser(); print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_train_replays_a_config(tmp_path, capsys):
+    """--config FILE trains again what a run resolved (same metrics); flags given win; a search's
+    best.json gives strategy, model and optimisation; bad files exit 2."""
+    root = str(tmp_path / "stores")
+    first = tmp_path / "first"
+    assert main(["train", "aid1445", "--strategy", "label", "--epochs", "3", "--hidden-dim", "16", "--latent-dim", "4",
+                 "--lr", "2e-3", "--out", str(first), "--no-progress", "--store-root", root]) == 0
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(first / "config.toml"), "--out", str(again), "--no-progress",
+                 "--store-root", root]) == 0
+    m1 = json.loads((first / "metrics.json").read_text())["metrics"]["test"]
+    m2 = json.loads((again / "metrics.json").read_text())["metrics"]["test"]
+    assert m1 == m2
+    ckpt = torch.load(again / "best.ckpt", weights_only=True)
+    assert ckpt["model_spec"]["hidden_dim"] == 16 and ckpt["meta"]["train_config"]["lr"] == 2e-3
+    flag = tmp_path / "flag"
+    assert main(["train", "--config", str(first / "config.toml"), "--epochs", "1", "--out", str(flag), "--no-progress",
+                 "--store-root", root]) == 0
+    assert json.loads((flag / "metrics.json").read_text())["epochs_run"] == 1  # the flag won
+
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"config": {"strategy": "base", "readout": "mean", "lf_readout": None, "freeze": None,
+                                           "model": {"hidden_dim": 8, "latent_dim": 4},
+                                           "train": {"lr": 1e-3, "max_epochs": 2, "patience": 0, "batch_size": 64}}}))
+    out = tmp_path / "fromsearch"
+    assert main(["train", "aid1445", "--config", str(best), "--out", str(out), "--no-progress", "--store-root", root]) == 0
+    spec = torch.load(out / "best.ckpt", weights_only=True)["model_spec"]
+    assert (spec["readout"], spec["hidden_dim"]) == ("mean", 8)
+    capsys.readouterr()
+    assert main(["train", "--config", str(best), "--store-root", root, "--no-progress"]) == 2
+    assert "give DATA_SPEC" in capsys.readouterr().err
+    for body, name, needle in (("{", "x.json", "not valid JSON"), ("a = 1", "x.toml", "not an mfray run configuration"),
+                               ("", "x.yaml", "give a config.toml")):
+        (tmp_path / name).write_text(body)
+        assert main(["train", "aid1445", "--config", str(tmp_path / name), "--store-root", root]) == 2
+        assert needle in capsys.readouterr().err
+    assert main(["train", "aid1445", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
