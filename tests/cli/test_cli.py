@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from mfray.cli.main import main
 
 
@@ -43,3 +45,15 @@ def test_console_script_and_help():
 def test_python_dash_m_mfray():
     out = subprocess.run([sys.executable, "-m", "mfray", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("mfray ")
+
+
+def test_study_export_errors_exit_2(tmp_path, capsys):
+    study = tmp_path / "s.toml"
+    study.write_text('name = "s"\ntasks = ["aid1445"]\nstrategies = ["base"]\n')
+    common = ["study", "export", str(study), "--storage", str(tmp_path / "st"), "--store-root", str(tmp_path / "g"),
+              "--out", str(tmp_path / "m")]
+    assert main([*common, "--task", "aid1445", "--strategy", "base"]) == 2
+    assert "has no finished runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # --strategy or --best is required (argparse: exit 2)
+        main([*common, "--task", "aid1445"])
+    assert e.value.code == 2
