@@ -217,7 +217,7 @@ def _bars_figure(units: list[str], methods: list[str], styles: Mapping[str, Styl
     if err_label:
         hs.append(Line2D([], [], linestyle="", marker="|", markersize=9, markeredgewidth=0.9, color="black"))
         labels.append(err_label)
-    fig.legend(hs, labels, loc="outside right upper", fontsize=8, frameon=False)
+    fig.legend(hs, labels, loc="outside right center", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -380,7 +380,8 @@ def parity_figure(predictions: pl.DataFrame, *, title: str = "", methods: Sequen
     ncols = min(max_cols, n)
     nrows = math.ceil(n / ncols)
     # wide enough for the title on one line (constrained layout keeps one suptitle line clear of the panels)
-    fig = _new_figure(max(0.6 + 2.55 * ncols, 0.075 * len(title) + 0.8), 1.3 + 2.6 * nrows)
+    # each row carries its own x axis where no panel is below it: room for it on every row
+    fig = _new_figure(max(0.6 + 2.55 * ncols, 0.075 * len(title) + 0.8), 1.3 + 2.9 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
     data = predictions.filter(pl.col("y_true").is_not_nan() & pl.col("y_pred").is_not_nan())
     if "censor" not in data.columns:
