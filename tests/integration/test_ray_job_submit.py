@@ -86,7 +86,7 @@ def test_featurize_as_a_ray_job(local_head, repo, tmp_path):
     out = _submit(
         [local_head["ray"], "job", "submit", "--address", local_head["url"], "--working-dir", str(repo),
          "--runtime-env-json", excludes, "--", sys.executable, "-m", "mfray", "featurize", "aid1445",
-         "--out", str(store), "--no-progress"],
+         "--out", str(store), "--no-progress", "--ray"],  # 655 rows would run in-process by default
         local_head["env"], timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
