@@ -45,7 +45,7 @@ def local_head():
     )
     url = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # a bound on a head that never comes up, not a timing window
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
@@ -71,8 +71,9 @@ def local_head():
 
 def _submit(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
     """``ray job submit``, retried while the head's job agent is still starting (it answers HTTP 500
-    "No available agent to submit job" for a few seconds after the dashboard is up)."""
-    deadline = time.time() + 90
+    "No available agent to submit job" after the dashboard is up: seconds on an idle machine, minutes on a
+    loaded one). The wait ends when the agent answers; the deadline only bounds a head that never gets one."""
+    deadline = time.time() + 600
     while True:
         out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
         if out.returncode == 0 or "No available agent" not in out.stdout + out.stderr or time.time() > deadline:
