@@ -50,8 +50,9 @@ def _default_out(src: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfray.predict import load_predictor, predict_file
+    from mfray.predict import load_predictor
     from mfray.predict.stream import count_rows
+    from mfray.run.predict import predict_file
 
     for flag, v in (("--batch-size", args.batch_size), ("--chunk-rows", args.chunk_rows), ("--workers", args.workers)):
         if v is not None and v < 1:

@@ -6,9 +6,8 @@ Every input row ends up in exactly one of two files: the predictions (the input 
 order, + ``prediction`` [+ ``prediction_std``, ``lf_source``, embedding]) or the rejected rows (the
 input columns + ``row``: the 1-based data row of the input, ``reject_code``, ``reject_reason``).
 
-Small inputs are scored in this process; large ones (:data:`RAY_MIN_ROWS`) on Ray Data: the rows are
-read and featurised + scored by a pool of actors that each receive the model once (one object in
-the object store), and this process writes the results in input order as they come.
+Chunks are scored in this process (:func:`local_chunks`), or on Ray Data by
+:mod:`mfray.run.predict` (the layer that may import Ray), which passes its own chunk source.
 """
 
 from __future__ import annotations
@@ -26,9 +25,6 @@ import pyarrow as pa
 from mfray.predict.model import Predictor, Scores
 from mfray.utils.errors import MfrayError
 
-#: inputs of at least this many rows are scored on Ray Data (``executor="auto"``); below, Ray's start-up
-#: costs more than it saves
-RAY_MIN_ROWS = 50_000
 #: rows per chunk (a featurise + score unit; bounds memory)
 CHUNK_ROWS = 4096
 #: how the SMILES column is found when not named
@@ -67,7 +63,7 @@ def input_format(path: Path) -> str:
     raise MfrayError(f"{path}: unknown input format (give a .csv, .csv.gz, .tsv or .parquet file)")
 
 
-def _csv_names(path: Path, delimiter: str) -> list[str]:
+def csv_names(path: Path, delimiter: str) -> list[str]:
     import pyarrow as pa_
 
     with pa_.input_stream(str(path), compression="detect") as f:
@@ -87,7 +83,7 @@ def input_columns(path: Path) -> list[str]:
             return pq.ParquetFile(path).schema_arrow.names
         except (pa.ArrowInvalid, OSError) as e:
             raise MfrayError(f"{path}: not a readable Parquet file ({e})") from None
-    return _csv_names(path, "\t" if fmt == "tsv" else ",")
+    return csv_names(path, "\t" if fmt == "tsv" else ",")
 
 
 def count_rows(path: Path) -> int | None:
@@ -111,7 +107,7 @@ def read_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
     import pyarrow.csv as pcsv
 
     delimiter = "\t" if fmt == "tsv" else ","
-    names = _csv_names(path, delimiter)
+    names = csv_names(path, delimiter)
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise MfrayError(f"{path}: duplicate column names {dup}")
@@ -341,12 +337,12 @@ def _check_names(columns: list[str], predictor: Predictor, embeddings: bool, pat
 # ---------------------------------------------------------------------------- driver
 def predict_file(predictor: Predictor, input_path: str | Path, out: str | Path, *, smiles_column: str | None = None,
                  lf_column: str | None = None, embeddings: bool = False, batch_size: int = 256,
-                 chunk_rows: int = CHUNK_ROWS, executor: str = "auto", workers: int | None = None,
-                 on_rows: Callable[[int], None] | None = None, log: Callable[[str], None] = lambda m: None
-                 ) -> PredictSummary:
+                 chunk_rows: int = CHUNK_ROWS, scored: ScoredChunks | None = None, executor: str = "local",
+                 on_rows: Callable[[int], None] | None = None) -> PredictSummary:
     """Score every row of ``input_path`` into ``out`` (CSV or Parquet by its suffix); rejected rows go to
-    :func:`rejected_path` (only written when there are any). ``executor``: "local", "ray" or "auto"
-    (Ray Data from :data:`RAY_MIN_ROWS` rows). ``on_rows(n)`` is called as rows are done."""
+    :func:`rejected_path` (only written when there are any). ``scored`` yields the scored chunks (default:
+    :func:`local_chunks`, in this process; :func:`mfray.run.predict.predict_file` passes Ray Data's and
+    names it in ``executor``). ``on_rows(n)`` is called as rows are done."""
     src, dst = Path(input_path), Path(out)
     if not src.exists():
         raise MfrayError(f"{src}: input does not exist")
@@ -356,11 +352,6 @@ def predict_file(predictor: Predictor, input_path: str | Path, out: str | Path, 
     smiles = pick_smiles_column(columns, smiles_column, src)
     lf_col = pick_lf_column(predictor, columns, lf_column, src)
     _check_names(columns, predictor, embeddings, src)
-    if executor not in ("auto", "local", "ray"):
-        raise MfrayError(f"executor {executor!r}: choose auto, local or ray")
-    n_rows = count_rows(src)
-    if executor == "auto":
-        executor = "ray" if (n_rows if n_rows is not None else _approx_csv_rows(src)) >= RAY_MIN_ROWS else "local"
     summary = PredictSummary(input=str(src), out=str(dst), rejected_file=None, executor=executor, columns=columns)
     t0 = time.perf_counter()
     writer = _Writer(dst)
@@ -369,9 +360,8 @@ def predict_file(predictor: Predictor, input_path: str | Path, out: str | Path, 
     rejects.csv = True
     csv_out = writer.csv
     try:
-        results = (_local_results(predictor, src, smiles, lf_col, batch_size, embeddings, chunk_rows)
-                   if executor == "local" else
-                   _ray_results(predictor, src, smiles, lf_col, batch_size, embeddings, chunk_rows, workers, log))
+        results = (scored or local_chunks)(predictor, src, smiles, lf_col, batch_size=batch_size,
+                                           embeddings=embeddings, chunk_rows=chunk_rows)
         for chunk, res in results:
             first = summary.n_input + 1
             summary.n_input += chunk.num_rows
@@ -411,8 +401,11 @@ def _reasons(summary: PredictSummary) -> str:
     return " (" + ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected_by.items(), key=lambda x: -x[1])) + ")"
 
 
-def _approx_csv_rows(path: Path) -> int:
-    """A cheap estimate of a CSV's data rows: bytes / mean line length of its first MiB."""
+def estimated_rows(path: Path) -> int:
+    """Data rows of the input: exact for Parquet; for CSV, bytes / mean line length of its first MiB."""
+    n = count_rows(path)
+    if n is not None:
+        return n
     import pyarrow as pa_
 
     size = path.stat().st_size
@@ -425,15 +418,14 @@ def _approx_csv_rows(path: Path) -> int:
     return int(size * ratio / (len(head) / lines))
 
 
-def _local_results(predictor, src, smiles, lf_col, batch_size, embeddings, chunk_rows):
-    scorer = ChunkScorer(predictor, smiles, lf_col, batch_size=batch_size, embeddings=embeddings)
+#: ``scored(predictor, src, smiles_column, lf_column, *, batch_size, embeddings, chunk_rows)`` ->
+#: (input chunk, its result) pairs in input order
+ScoredChunks = Callable[..., Iterator[tuple[pa.Table, "ChunkResult"]]]
+
+
+def local_chunks(predictor: Predictor, src: Path, smiles: str, lf_column: str | None, *, batch_size: int,
+                 embeddings: bool, chunk_rows: int) -> Iterator[tuple[pa.Table, ChunkResult]]:
+    """The input's chunks scored one at a time in this process."""
+    scorer = ChunkScorer(predictor, smiles, lf_column, batch_size=batch_size, embeddings=embeddings)
     for chunk in read_chunks(src, chunk_rows):
         yield chunk, scorer(chunk)
-
-
-def _ray_results(predictor, src, smiles, lf_col, batch_size, embeddings, chunk_rows, workers, log):
-    """Chunks and their results from Ray Data, in input order (:mod:`mfray.predict.ray_score`)."""
-    from mfray.predict.ray_score import ray_scored_chunks
-
-    yield from ray_scored_chunks(predictor, src, smiles, lf_col, batch_size=batch_size, embeddings=embeddings,
-                                 chunk_rows=chunk_rows, workers=workers, log=log)

@@ -145,7 +145,8 @@ def test_ray_data_scoring_matches_in_process(demo_store, lf_ckpt, screen, tmp_pa
     the in-process loop writes."""
     import ray
 
-    from mfray.predict import load_predictor, predict_file
+    from mfray.predict import load_predictor
+    from mfray.run.predict import predict_file
     from mfray.run.runtime import ensure_ray
 
     out = _train(demo_store, "hybrid_label", tmp_path / "run", lf_ckpt)

@@ -1,6 +1,7 @@
-"""Scoring on Ray Data: the input is read by Ray Data, a pool of actors featurises and scores its
-batches (each actor takes the model from the object store once, where the driver put it once), and
-the driver receives the scored batches in input order (``preserve_order``) to write them."""
+"""``mfray predict`` on Ray Data for large inputs: the input is read by Ray Data, a pool of actors
+featurises and scores its batches (each actor takes the model from the object store once, where the
+driver put it once), and the driver receives the scored batches in input order (``preserve_order``)
+and writes them with :func:`mfray.predict.stream.predict_file`. Small inputs are scored in this process."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import numpy as np
 import pyarrow as pa
 
 from mfray.predict.model import Predictor, Scores
-from mfray.predict.stream import ChunkResult, ChunkScorer, input_format, _csv_names
+from mfray.predict.stream import ChunkResult, ChunkScorer, PredictSummary, csv_names, estimated_rows, input_format
+from mfray.predict.stream import predict_file as write_predictions
+from mfray.utils.errors import MfrayError
+
+#: inputs of at least this many rows are scored on Ray Data (``executor="auto"``); below, Ray's start-up
+#: costs more than it saves
+RAY_MIN_ROWS = 50_000
 
 #: internal columns of a scored batch (split off again by the driver)
 _OK, _CODE, _REASON, _MEAN, _STD, _SRC, _EMB = ("__mfray_ok", "__mfray_code", "__mfray_reason", "__mfray_mean",
@@ -107,7 +114,7 @@ def ray_scored_chunks(predictor: Predictor, src: Path, smiles: str, lf_column: s
         import pyarrow.csv as pcsv
 
         delimiter = "\t" if fmt == "tsv" else ","
-        columns = _csv_names(src, delimiter)
+        columns = csv_names(src, delimiter)
         ds = ray.data.read_csv(
             str(src), parse_options=pcsv.ParseOptions(delimiter=delimiter),
             convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
@@ -124,3 +131,19 @@ def ray_scored_chunks(predictor: Predictor, src: Path, smiles: str, lf_column: s
     for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
         if batch.num_rows:
             yield _split(batch, columns)
+
+
+def predict_file(predictor: Predictor, input_path: str | Path, out: str | Path, *, executor: str = "auto",
+                 workers: int | None = None, log: Callable[[str], None] = lambda m: None, **kwargs: Any
+                 ) -> PredictSummary:
+    """:func:`mfray.predict.stream.predict_file` with the executor chosen: "local" (this process), "ray"
+    (Ray Data actors) or "auto" (Ray from :data:`RAY_MIN_ROWS` input rows)."""
+    import functools
+
+    if executor not in ("auto", "local", "ray"):
+        raise MfrayError(f"executor {executor!r}: choose auto, local or ray")
+    src = Path(input_path)
+    if executor == "auto":
+        executor = "ray" if src.exists() and estimated_rows(src) >= RAY_MIN_ROWS else "local"
+    scored = functools.partial(ray_scored_chunks, workers=workers, log=log) if executor == "ray" else None
+    return write_predictions(predictor, src, out, scored=scored, executor=executor, **kwargs)
