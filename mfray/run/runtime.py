@@ -12,8 +12,18 @@ import logging
 import os
 import sys
 
+from mfray.utils.errors import MfrayError
+
 #: ``MFRAY_RAY_DASHBOARD=1``: every local Ray that mfray starts serves the Ray dashboard
 DASHBOARD_ENV = "MFRAY_RAY_DASHBOARD"
+#: ``MFRAY_RAY_CPUS=N``: a local Ray that mfray starts gets N CPUs (default: this machine's)
+CPUS_ENV = "MFRAY_RAY_CPUS"
+#: how many times a failed Ray start (or connection) is tried before mfray gives up
+RAY_START_ATTEMPTS = 2
+
+
+class RayStartError(MfrayError):
+    """A local Ray could not start, or the cluster in ``RAY_ADDRESS`` could not be reached (after a retry)."""
 
 
 def dashboard_requested() -> bool:
@@ -45,15 +55,70 @@ def ensure_ray(num_cpus: int | None = None, log_to_driver: bool = True, dashboar
         return _dashboard_url(ray.get_runtime_context())
     _plain_worker_log_prefixes()
     kwargs: dict = {"log_to_driver": log_to_driver, "logging_level": logging.WARNING}
-    if not os.environ.get("RAY_ADDRESS"):
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
         # a local Ray started for this process keeps Ray 2.60's default token auth; its notice
         # about that default is not something a laptop user needs to act on
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        kwargs["num_cpus"] = num_cpus or _env_cpus() or os.cpu_count() or 1
         kwargs["include_dashboard"] = bool(dashboard or dashboard_requested())
         kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.worker_setup"}
-    ctx = ray.init(**kwargs)
-    return _dashboard_url(ctx)
+    return _dashboard_url(_init_with_retry(ray, kwargs, address))
+
+
+def _env_cpus() -> int | None:
+    raw = os.environ.get(CPUS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise MfrayError(f"${CPUS_ENV}={raw!r}: expected a whole number of CPUs of at least 1")
+    return int(raw)
+
+
+def _init_with_retry(ray, kwargs: dict, address: str | None):
+    """``ray.init(**kwargs)``, tried :data:`RAY_START_ATTEMPTS` times; then one :class:`RayStartError`.
+
+    A local Ray on a loaded machine can miss Ray's own start-up deadline ("The current node timed out
+    during startup"); a second try usually succeeds. What a failed try left behind is shut down first.
+    """
+    errors: list[str] = []
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            return ray.init(**kwargs)
+        except Exception as e:  # Ray raises bare Exception, RuntimeError, ConnectionError, ValueError
+            errors.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            try:
+                ray.shutdown()
+            except Exception:  # pragma: no cover - best effort: nothing may be running to stop
+                pass
+            if attempt < RAY_START_ATTEMPTS:
+                logging.getLogger(__name__).warning("Ray did not start (%s); trying once more", errors[-1])
+    raise RayStartError(_start_failure_message(address, kwargs, errors))
+
+
+def _start_failure_message(address: str | None, kwargs: dict, errors: list[str]) -> str:
+    tries = f"{len(errors)} tries"
+    if address:
+        what = f"could not connect to the Ray cluster at RAY_ADDRESS={address} ({tries})"
+        advice = ("check that the cluster is up (`ray status --address ...` on the head), that the address "
+                  "and port are right, and that RAY_AUTH_MODE matches the cluster's (token or disabled); "
+                  "unset RAY_ADDRESS to run on a local Ray instead")
+    else:
+        what = f"could not start a local Ray with {kwargs.get('num_cpus')} CPU(s) ({tries})"
+        advice = (f"a loaded or small machine can miss Ray's start-up deadline: try again when it is less "
+                  f"busy, start fewer CPUs (${CPUS_ENV}=1), free memory and disk space (Ray's temp folder "
+                  f"is {_ray_temp_dir()}), or connect to a running Ray with RAY_ADDRESS=<host:port>")
+    return (f"Ray: {what}. Last error: {errors[-1]}. Ray's logs: {_ray_temp_dir()}/session_latest/logs. "
+            f"What to try: {advice}.")
+
+
+def _ray_temp_dir() -> str:
+    try:
+        from ray._common.utils import get_default_ray_temp_dir  # RAY_TMPDIR, else TMPDIR, else /tmp, + /ray
+
+        return get_default_ray_temp_dir()
+    except Exception:  # pragma: no cover - a Ray without that helper
+        return "/tmp/ray"
 
 
 def _dashboard_url(ctx) -> str | None:
