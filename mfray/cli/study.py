@@ -1,4 +1,4 @@
-"""``mfray study run|status|trials STUDY.toml``: run a study on Ray (local or cluster), show its progress, list its trials."""
+"""``mfray study run|status|plan|trials|export STUDY.toml``: run a study on Ray (local or cluster), show its progress, list its trials."""
 
 from __future__ import annotations
 
@@ -60,6 +60,23 @@ def add_parser(sub) -> None:
     s = ss.add_parser("status", parents=[common], help="what is done, running, failed, pending")
     s.add_argument("-v", "--verbose", action="store_true", help="list every step, not only the unfinished ones")
     s.set_defaults(func=status)
+    pl_ = ss.add_parser("plan", parents=[common], help="the steps a study will run, counted; --estimate: what they cost here",
+                        description="Print what `mfray study run` would do: per task its molecules, the LF models it "
+                        "pretrains, and per step kind (featurise, pretrain, lf outputs, search, runs, baselines) how many "
+                        "steps there are and how many are done in --storage. Starts no Ray and trains nothing. With "
+                        "--estimate it first measures this machine (about a minute: featurisation and the training "
+                        "speed of the plan's LF and HF models, one thread) and prints the CPU-hours and wall time of "
+                        "the steps still to do.")
+    pl_.add_argument("--estimate", action="store_true", help="measure this machine and estimate CPU-hours and wall time")
+    pl_.add_argument("--cpus", type=_positive_int, metavar="N",
+                     help="CPUs to spread the work over for the wall time (default: this machine's)")
+    pl_.add_argument("--epochs-fraction", type=_fraction, metavar="F",
+                     help="share of max_epochs an HF fit runs on average (default: from this storage's finished trials, "
+                     "else 1: an upper bound)")
+    pl_.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device to measure (default cpu)")
+    pl_.add_argument("--remeasure", action="store_true", help="measure again instead of reusing this machine's "
+                     "cached measurement of the same models ($MFRAY_CACHE/rates/)")
+    pl_.set_defaults(func=plan_cmd)
     t = ss.add_parser("trials", parents=[common], help="every search trial: parameters, state, attempts, valid loss",
                       description="Print the trials of each search of the study (what Ray Tune and Optuna tried: the "
                       "parameters, state, attempts, epochs and best validation loss of each trial; * marks the one "
@@ -68,6 +85,26 @@ def add_parser(sub) -> None:
     t.add_argument("--out", metavar="FILE", help="also write the table, one row per trial and a param_<name> column "
                    "per searched parameter, to FILE (.csv or .parquet)")
     t.set_defaults(func=trials)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a share in (0, 1]")
+    return v
 
 
 def _plan(args: argparse.Namespace):
@@ -133,6 +170,33 @@ def status(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     sys.stdout.write(study_status(plan).render(verbose=args.verbose))
+    return 0
+
+
+def plan_cmd(args: argparse.Namespace) -> int:
+    from mfray.run.study.estimate import estimate, load_or_calibrate, outline
+    from mfray.utils.errors import MfrayError
+
+    plan = _plan(args)
+    out = outline(plan)
+    if not args.estimate:
+        sys.stdout.write(out.render())
+        return 0
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MfrayError("--device cuda: this machine's torch sees no CUDA GPU")
+    cpus = args.cpus or os.cpu_count() or 1
+    rates, cached = load_or_calibrate(plan, args.device, args.remeasure,
+                                      log=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    if cached:
+        print(f"rates measured here before: {cached} (--remeasure to measure again)", file=sys.stderr)
+    frac = args.epochs_fraction or (out.history[0] if out.history else 1.0)
+    if args.epochs_fraction:
+        out.history = None
+    lines = estimate(plan, rates, cpus, out.counts, out.done, epochs_fraction=frac)
+    sys.stdout.write(out.render(lines, rates, cpus))
     return 0
 
 
