@@ -46,8 +46,8 @@ def _store(storage: str):
     from mfray.results.store import ResultsStore
 
     store = ResultsStore(storage)
-    if not store.studies() and "://" not in storage and (Path(storage) / "results").is_dir():
-        nested = ResultsStore(Path(storage) / "results")
+    if not store.studies():  # a study's storage root (local or object storage): its results/ store
+        nested = ResultsStore(f"{storage.rstrip('/')}/results" if "://" in storage else Path(storage) / "results")
         if nested.studies():
             return nested
     if "://" not in storage and not Path(storage).exists():
