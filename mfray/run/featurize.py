@@ -255,20 +255,48 @@ def _featurize_with_ray(spec: DatasetSpec, raw_files: list[str], feat_dir: Path,
         raise RuntimeError(f"featurisation returned {rows} rows for {expected} raw rows")
 
 
-def ensure_local_store(store_path: str, dataset_spec: dict[str, Any] | None) -> None:
-    """Make sure this node has the graph store at ``store_path``, building it from ``dataset_spec``
-    (a dumped :class:`DatasetSpec` with its ``spec_path``) when it is absent.
+def node_store_path(store_path: str, driver_cache: str | None = None) -> str:
+    """Where this node keeps the store the driver planned at ``store_path``.
+
+    ``driver_cache`` is the driver's own graph-store root (:func:`mfray.data.store.default_root` there).
+    A node whose root is the same (a local Ray's workers, or nodes sharing ``MFRAY_CACHE``) uses the
+    planned path; a node set up with a cache of its own (a different ``MFRAY_CACHE``) keeps the store
+    in its own root under the same ``<dataset>/<key>``.
+    """
+    own = default_root()
+    if driver_cache is None or os.path.abspath(str(own)) == os.path.abspath(driver_cache):
+        return store_path
+    p = Path(store_path)
+    return str(own / p.parent.name / p.name)
+
+
+def ensure_local_store(store_path: str, dataset_spec: dict[str, Any] | None, driver_cache: str | None = None) -> str:
+    """The path of the graph store the driver planned at ``store_path`` on this node
+    (:func:`node_store_path`), built from ``dataset_spec`` (a dumped :class:`DatasetSpec` with its
+    ``spec_path``) when this node does not have it yet.
 
     On a cluster without a shared ``MFRAY_CACHE``, a worker node builds its own copy once: the store
-    key is a content hash of the spec and its source files, so every node builds the same store at the
-    same path, or this raises when the node's source files differ.
+    key is a content hash of the spec and its source files, so every node builds the same store under
+    the same key, or this raises when the node's source files differ. Processes of one node that need
+    it at once build it once (a file lock; the others wait and use it).
     """
-    if (Path(store_path) / MANIFEST).exists() or dataset_spec is None:
-        return
+    path = node_store_path(store_path, driver_cache)
+    if (Path(path) / MANIFEST).exists() or dataset_spec is None:
+        return path
+    import fcntl
+
     from mfray.utils.errors import DataError
 
     spec = DatasetSpec.model_validate(dataset_spec)
-    res = featurize_dataset(spec, Path(store_path).parents[1], executor="local", progress=False, log=lambda m: None)
-    if str(res.store.path) != str(store_path):
-        raise DataError(f"{spec.name}: this node built its graph store at {res.store.path}, but the study planned "
-                        f"{store_path}: the dataset's source files differ between nodes")
+    root = Path(path).parents[1]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(path).parent / f".{Path(path).name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (also if this process dies)
+        if (Path(path) / MANIFEST).exists():  # another process of this node built it meanwhile
+            return path
+        res = featurize_dataset(spec, root, executor="local", progress=False, log=lambda m: None)
+    if Path(res.store.path).name != Path(path).name:
+        raise DataError(f"{spec.name}: this node built its graph store with key {Path(res.store.path).name} "
+                        f"({res.store.path}), but the study planned {Path(store_path).name} ({store_path}): "
+                        "the dataset's source files differ between nodes")
+    return path

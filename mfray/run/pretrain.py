@@ -131,8 +131,9 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     from mfray.run.featurize import ensure_local_store
 
-    ensure_local_store(config["store_path"], config.get("dataset_spec"))  # a node without a shared cache
-    prep = prepare_lf(GraphStore(config["store_path"]), cfg, rank=rank, world_size=world_size)
+    # a node without a shared cache builds its own copy once
+    store_path = ensure_local_store(config["store_path"], config.get("dataset_spec"), config.get("driver_cache"))
+    prep = prepare_lf(GraphStore(store_path), cfg, rank=rank, world_size=world_size)
     info = json.dumps(lf_checkpoint_info(prep, cfg))
 
     resume = None
@@ -203,6 +204,7 @@ def pretrain_lf_distributed(
     max_failures: int = 0,
     log: Callable[[str], None] = print,
     dataset_spec: dict[str, Any] | None = None,
+    driver_cache: str | None = None,
 ) -> PretrainResult:
     """Pretrain an LF model with Ray Train on ``num_workers`` workers; write ``out_dir/lf.ckpt``.
 
@@ -220,6 +222,8 @@ def pretrain_lf_distributed(
         log: progress messages.
         dataset_spec: the dataset's spec (``model_dump`` plus ``spec_path``): a worker on a node without
             the store builds it from this (see :func:`mfray.run.featurize.ensure_local_store`).
+        driver_cache: this process's graph-store root; a worker node whose ``MFRAY_CACHE`` differs keeps
+            its copy of the store in its own cache (:func:`mfray.run.featurize.node_store_path`).
     """
     import torch
 
@@ -245,7 +249,7 @@ def pretrain_lf_distributed(
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"cfg": cfg, "store_path": str(store.path.resolve()), "use_gpu": use_gpu,
-                           "dataset_spec": dataset_spec},
+                           "dataset_spec": dataset_spec, "driver_cache": driver_cache},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources_per_worker),

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Callable
 
+from mfray.data.store import default_root
 from mfray.results.record import RunRecord
 from mfray.results.store import ResultsStore
 from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, TaskPlan, run_key
@@ -44,6 +45,8 @@ class StudyOutcome:
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: work that failed and succeeded when run again (a lost node, a worker crash): step, what, error
+    retries: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def add(self, step: str, what: str, n: int = 1) -> None:
@@ -111,8 +114,12 @@ def _context(plan: StudyPlan, task: TaskPlan, search: SearchPlan | None = None) 
         lf_checkpoints={r: p.checkpoint.uri for r, p in search.lf.items()} if search else {},
         outputs=search.outputs_lf.outputs.uri if search and search.outputs_lf else None,
         outputs_checkpoint=search.outputs_lf.checkpoint.uri if search and search.outputs_lf else None,
-        dataset_spec={**task.spec.model_dump(mode="json"), "spec_path": task.spec.spec_path},
-        censored=task.censored)
+        dataset_spec=_dataset_spec(task), driver_cache=str(default_root()), censored=task.censored)
+
+
+def _dataset_spec(task: TaskPlan) -> dict[str, Any]:
+    """The task's dataset spec as a worker node rebuilds its store from it."""
+    return {**task.spec.model_dump(mode="json"), "spec_path": task.spec.spec_path}
 
 
 def _optuna_storage(plan: StudyPlan):
@@ -206,7 +213,8 @@ def pretrain_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], N
                 num_workers=num_workers, use_gpu=p.use_gpu,
                 resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if p.use_gpu else {})},
                 max_failures=p.max_failures, log=log,
-                dataset_spec={**task_spec[lf.store_key].model_dump(mode="json"), "spec_path": task_spec[lf.store_key].spec_path})
+                dataset_spec={**task_spec[lf.store_key].model_dump(mode="json"), "spec_path": task_spec[lf.store_key].spec_path},
+                driver_cache=str(default_root()))
             if not lf.location.is_local:
                 lf.checkpoint.put(res.checkpoint)
                 lf.location.child(LF_MOLECULES).put(res.checkpoint.parent / LF_MOLECULES)
@@ -229,7 +237,9 @@ def outputs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], No
         return
     ray_init()
     task = ray.remote(num_cpus=1)(export_lf_outputs)
-    refs = {task.remote(lf.checkpoint.uri, lf.store_path, lf.outputs.uri): lf for lf in todo}
+    specs = {t.store_key: _dataset_spec(t) for t in plan.tasks}
+    refs = {task.remote(lf.checkpoint.uri, lf.store_path, lf.outputs.uri, specs[lf.store_key], str(default_root())): lf
+            for lf in todo}
     for ref, lf in refs.items():
         n = ray.get(ref)
         log(f"LF outputs {lf.dataset}/{lf.readout}: {n:,} molecules")
@@ -292,6 +302,11 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
             run_config=run_config)
         outcome.add("search", "ran")
     grid = tuner.fit()
+    # Tune's own count of a trial's failures (a lost node, a crashed worker): the trial's attempt counter
+    # lives in its folder, which a retry on another node of a cluster without shared storage does not see
+    analysis = getattr(grid, "_experiment_analysis", None)
+    tune_failures = {getattr(t, "trial_id", None): int(getattr(t, "num_failures", 0) or 0)
+                     for t in (getattr(analysis, "trials", None) or [])}
     trials = []
     for r in grid:
         m = r.metrics or {}
@@ -299,7 +314,8 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
         trials.append({
             "trial_id": m.get("trial_id") or os.path.basename(str(r.path or "")), "params": params,
             "status": "error" if r.error else "finished", "valid_loss": m.get("valid_loss"),
-            "epochs": m.get("training_iteration"), "attempts": m.get("attempt", 1),
+            "epochs": m.get("training_iteration"),
+            "attempts": max(int(m.get("attempt", 1) or 1), tune_failures.get(m.get("trial_id"), 0) + 1),
             "t_start": m.get("t_start"), "t_end": m.get("t"),
             "error": None if r.error is None else f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1][:500]}",
         })
@@ -405,6 +421,7 @@ def runs_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], None]
             msg = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:500] if str(e).strip() else ''}"
             if job.attempts <= study.failure.trial_retries:
                 log(f"  {job.name}: failed ({msg}); retrying")
+                outcome.retries.append({"step": job.kind, "run": job.name, "error": msg})
                 pending[submit(job)] = job
             else:
                 log(f"  {job.name}: failed after {job.attempts} attempt(s): {msg}")
@@ -624,6 +641,6 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard
         selection_step(plan, outcome, log, names)
         outcome.seconds = time.perf_counter() - t0
         hb.finish("finished" if not outcome.failures else "finished with failures",
-                  counts=outcome.counts, failures=outcome.failures, seconds=outcome.seconds)
+                  counts=outcome.counts, failures=outcome.failures, retries=outcome.retries, seconds=outcome.seconds)
         plan.study_dir.child("failures.json").write_json(outcome.failures)
     return outcome

@@ -20,6 +20,7 @@ class StepStatus:
     name: str
     state: str  # done | running | interrupted | failed | pending
     detail: str = ""
+    note: bool = False  # done, but with something to tell (trials retried): listed without -v too
 
 
 @dataclass
@@ -55,7 +56,12 @@ class StudyStatus:
                 lines.append(f"    {ds}: {why}")
         for step, c in self.counts().items():
             lines.append(f"  {step:<10} " + ", ".join(f"{n} {state}" for state, n in sorted(c.items())))
-        shown = self.steps if verbose else [s for s in self.steps if s.state not in ("done", "pending")]
+        retries = (self.driver or {}).get("retries") or []
+        if retries:
+            lines.append(f"  {len(retries)} run(s) failed once and succeeded when run again (last run of the driver):")
+            for r in retries:
+                lines.append(f"    {r.get('step')} {r.get('run')}: {r.get('error')}")
+        shown = self.steps if verbose else [s for s in self.steps if s.state not in ("done", "pending") or s.note]
         for s in shown:
             lines.append(f"    {s.step:<10} {s.state:<11} {s.name}" + (f"  {s.detail}" if s.detail else ""))
         return "\n".join(lines) + "\n"
@@ -109,7 +115,7 @@ def study_status(plan: StudyPlan) -> StudyStatus:
     ray_dirs = [p.name for p in _ray_children(plan)]
     steps = study_steps(plan, set(store.run_keys(plan.study.name)), task_names(plan))
     for step in steps:
-        state, detail = ("done" if step.done else "pending"), ""
+        state, detail, note = ("done" if step.done else "pending"), "", False
         if step.kind == "pretrain" and not step.done and f"lf-{step.key}" in ray_dirs:
             state, detail = ("running" if live else "interrupted"), "resumes from its last checkpoint"
         elif step.kind == "search":
@@ -117,14 +123,19 @@ def study_status(plan: StudyPlan) -> StudyStatus:
             if step.done:
                 best = s.best.read_json()
                 failed = f", {best['n_failed']} trial(s) failed" if best.get("n_failed") else ""
-                detail = f"{best['n_trials']} trials, best valid loss {best['valid_loss']:.4f}{failed}"
+                retried = [t for t in (s.trials.read_json()["trials"] if s.trials.exists() else [])
+                           if (t.get("attempts") or 1) > 1]
+                again = (f", {len(retried)} trial(s) retried after an error (a lost node or a crashed worker; "
+                         "`mfray study trials` lists them)") if retried else ""
+                detail = f"{best['n_trials']} trials, best valid loss {best['valid_loss']:.4f}{failed}{again}"
+                note = bool(retried or best.get("n_failed"))
             elif s.trials.exists():
                 errs = [t for t in s.trials.read_json()["trials"] if t["status"] == "error"]
                 state = "failed"
                 detail = f"no trial finished; {len(errs)} error(s), e.g. {errs[0]['error'] if errs else '?'}"
             elif any(n.startswith(f"search-{s.key}") for n in ray_dirs):
                 state = "running" if live else "interrupted"
-        st.steps.append(StepStatus(step.kind, step.name, state, detail))
+        st.steps.append(StepStatus(step.kind, step.name, state, detail, note))
     return st
 
 

@@ -41,6 +41,7 @@ class TrialContext:
     outputs: str | None = None  # LF outputs (predictions, embeddings) location
     outputs_checkpoint: str | None = None  # the LF checkpoint those outputs came from
     dataset_spec: dict[str, Any] | None = None  # to rebuild the store on a node that lacks it
+    driver_cache: str | None = None  # the driver's graph-store root (a node with its own cache keeps its copy there)
     censored: str | None = None  # the task's censored-label policy (TaskPlan.censored)
 
 
@@ -51,11 +52,12 @@ def load_study_task(ctx: TrialContext, seed: int):
 
     from mfray.run.featurize import ensure_local_store
 
-    ensure_local_store(ctx.store_path, ctx.dataset_spec)  # a worker node without a shared cache builds it once
+    # a worker node without a shared cache builds its own copy once
+    store_path = ensure_local_store(ctx.store_path, ctx.dataset_spec, ctx.driver_cache)
     from mfray.transfer import LF_OUTPUTS
 
     aux_files = {LF_OUTPUTS: Location(ctx.outputs).local_copy()} if ctx.outputs else None
-    task = load_task(GraphStore(ctx.store_path), seed, targets=ctx.targets, lf_target=ctx.lf_target, aux_files=aux_files,
+    task = load_task(GraphStore(store_path), seed, targets=ctx.targets, lf_target=ctx.lf_target, aux_files=aux_files,
                      censored=ctx.censored)
     return task.for_setting(ctx.setting)
 
@@ -196,7 +198,8 @@ def baseline(ctx: TrialContext, name: str, seed: int, grid: str) -> dict[str, An
             "started_at": started, "finished_at": datetime.now(UTC)}
 
 
-def export_lf_outputs(checkpoint: str, store_path: str, dest: str) -> int:
+def export_lf_outputs(checkpoint: str, store_path: str, dest: str, dataset_spec: dict[str, Any] | None = None,
+                      driver_cache: str | None = None) -> int:
     """LF predictions and embeddings -> Parquet at ``dest``, for the molecules the study's tasks can ask
     about: those labelled at a fidelity other than the one the LF model was trained on (a primary
     screen's 10^5-10^6 LF-only molecules are never an HF task's input). A store with nothing but the
@@ -209,8 +212,10 @@ def export_lf_outputs(checkpoint: str, store_path: str, dest: str) -> int:
     from mfray.models.checkpoint import load_model
     from mfray.train.task import embed_with, write_embeddings
 
+    from mfray.run.featurize import ensure_local_store
+
     local = Location(checkpoint).local_copy()
-    store = GraphStore(store_path)
+    store = GraphStore(ensure_local_store(store_path, dataset_spec, driver_cache))
     model, ckpt = load_model(local)
     fidelity = ckpt.get("meta", {}).get("fidelity")
     labels = store.table("task_labels")
