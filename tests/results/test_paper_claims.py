@@ -1,0 +1,61 @@
+"""scripts/paper_claims.py: W/T/L per claim from a results store with known effects."""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mfray.results import ResultsStore, RunRecord
+
+from results_synth import VERSIONS
+
+REPO = Path(__file__).resolve().parents[2]
+# per task: inductive test r2 of each (study, strategy); the claims follow from these numbers
+TASKS = {
+    "t1:hf/DR": {"base": 0.10, "predicted_label": 0.20, "embeddings": 0.30, "tune_vgae": 0.10, "tune_readout": 0.20,
+                 "delta": 0.0, "hybrid_label": -0.2, "sum:embeddings": 0.25, "sum:predicted_label": 0.20},
+    "t2:hf/DR": {"base": 0.10, "predicted_label": 0.05, "embeddings": 0.40, "tune_vgae": 0.30, "tune_readout": 0.10,
+                 "delta": 0.102, "hybrid_label": -0.1, "sum:embeddings": 0.30, "sum:predicted_label": 0.10},
+}
+
+
+def _claims():
+    spec = importlib.util.spec_from_file_location("paper_claims", REPO / "scripts" / "paper_claims.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _store(tmp_path) -> Path:
+    store = ResultsStore(tmp_path / "results")
+    for task, values in TASKS.items():
+        for key, r2 in values.items():
+            study, strategy = (("mfpcba9_transfer_sum", key[4:]) if key.startswith("sum:")
+                               else ("mfpcba9_transfer", key))
+            for setting in ("transductive", "inductive"):
+                for seed in (0, 1):
+                    store.append_run(RunRecord(
+                        study=study, task=task, dataset=task.split(":")[0], setting=setting, strategy=strategy,
+                        model="gnn", readout=None, split_seed=seed, metrics={"test": {"r2": r2 + 0.01 * seed}},
+                        params={}, n_train_hf=100, trial_id="t", started_at=datetime(2025, 1, 1, tzinfo=UTC),
+                        finished_at=datetime(2025, 1, 1, 1, tzinfo=UTC), versions=VERSIONS))
+    return tmp_path / "results"
+
+
+def test_claims_count_wins_ties_and_losses(tmp_path, capsys):
+    assert _claims().main([str(_store(tmp_path))]) == 0
+    out = {line.split("|")[1].strip(): line.split("|")[2:4] for line in capsys.readouterr().out.splitlines()
+           if line.startswith("| (")}
+    assert out["(a) predicted_label vs base, inductive"][0].strip() == "1/0/1 of 2"
+    assert out["(a) embeddings vs base, inductive"] == [" 2/0/0 of 2 ", " +0.250 "]
+    assert out["(a) delta vs base, inductive"][0].strip() == "0/1/1 of 2"  # +0.002 is a tie (< 0.005)
+    assert out["(b) tune_readout vs tune_vgae, inductive"] == [" 1/0/1 of 2 ", " -0.050 "]
+    assert out["(c) embeddings: ST LF vs sum LF, inductive"] == [" 2/0/0 of 2 ", " +0.075 "]
+    assert out["(c) predicted_label: ST LF vs sum LF, transductive"][0].strip() == "0/1/1 of 2"  # tie, loss
+
+
+def test_a_store_without_the_study_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _claims().main([str(tmp_path / "empty")]) == 2
+    assert "no results of study 'mfpcba9_transfer'" in capsys.readouterr().err
