@@ -195,8 +195,12 @@ def plan_cmd(args: argparse.Namespace) -> int:
     frac = args.epochs_fraction or (out.history[0] if out.history else 1.0)
     if args.epochs_fraction:
         out.history = None
+    from mfray.run.study.estimate import TYPICAL_FRACTION
+
     lines = estimate(plan, rates, cpus, out.counts, out.done, epochs_fraction=frac)
-    sys.stdout.write(out.render(lines, rates, cpus))
+    typical = (estimate(plan, rates, cpus, out.counts, out.done, epochs_fraction=TYPICAL_FRACTION)
+               if frac == 1.0 and not args.epochs_fraction else None)
+    sys.stdout.write(out.render(lines, rates, cpus, typical))
     return 0
 
 
