@@ -57,6 +57,14 @@ def _store(storage: str):
     return store
 
 
+def _tell_skipped(store) -> None:
+    """Name every part the report could not use (the report covers the others)."""
+    if store.skipped:
+        print(f"warning: {len(store.skipped)} results part(s) skipped, the report covers the others:", file=sys.stderr)
+        for path, why in store.skipped:
+            print(f"  {path}: {why}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from mfray.results.plots import check_formats
     from mfray.results.report import make_report
@@ -69,9 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if args.study is not None and args.study not in store.studies():
         raise MfrayError(f"unknown study {args.study!r} in {store.uri}; studies: {', '.join(store.studies())}")
     metrics = [m.strip() for m in args.metric.split(",") if m.strip()] if args.metric else None
-    text = make_report(store, study=args.study, metrics=metrics, fmt=args.fmt, plots_dir=args.plots,
-                       base=args.base, fold=args.fold, seed_test=args.seed_test, plot_formats=formats,
-                       transpose_tables=args.transpose)
+    try:
+        text = make_report(store, study=args.study, metrics=metrics, fmt=args.fmt, plots_dir=args.plots,
+                           base=args.base, fold=args.fold, seed_test=args.seed_test, plot_formats=formats,
+                           transpose_tables=args.transpose)
+    finally:
+        _tell_skipped(store)
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text)

@@ -67,6 +67,8 @@ class ResultsStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.uri = os.fspath(root)
         self.fs, self.root = _resolve(root)
+        #: parts the last :meth:`read` could not use (truncated, empty, not a results part): (path, why)
+        self.skipped: list[tuple[str, str]] = []
 
     def __repr__(self) -> str:
         return f"ResultsStore({self.uri!r})"
@@ -179,17 +181,38 @@ class ResultsStore:
         if study is not None and not _STUDY_RE.match(study):
             raise ResultsError(f"study name {study!r} must match {_STUDY_RE.pattern}")
         parts = self._parts(study)
+        self.skipped = []
         if not parts:
             return base_frame()
+        need = {f.name for f in BASE_SCHEMA}
 
-        def load(path: str) -> pl.DataFrame:
-            return pl.from_arrow(pq.read_table(path, filesystem=self.fs))  # type: ignore[return-value]
+        def load(path: str) -> pl.DataFrame | str:
+            """The part's rows, or why it cannot be used (one bad part must not hide the others)."""
+            try:
+                table = pq.read_table(path, filesystem=self.fs)
+            except Exception as e:  # truncated, empty, not Parquet, unreadable
+                return f"unreadable: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            missing = sorted(need - set(table.column_names))
+            if missing:
+                return f"not a results part: no column(s) {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+            try:
+                return pl.concat([base_frame(), pl.from_arrow(table)], how="diagonal_relaxed")  # types checked here
+            except Exception as e:
+                return f"columns of the wrong type: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
 
         if len(parts) > 8:
             with ThreadPoolExecutor(max_workers=8) as pool:
-                frames = list(pool.map(load, parts))
+                loaded = list(pool.map(load, parts))
         else:
-            frames = [load(p) for p in parts]
+            loaded = [load(p) for p in parts]
+        frames = []
+        for path, got in zip(parts, loaded, strict=True):
+            if isinstance(got, str):
+                self.skipped.append((path, got))
+            else:
+                frames.append(got)
+        if not frames:
+            return base_frame()
         df = pl.concat([base_frame(), *frames], how="diagonal_relaxed")
         base = [f.name for f in BASE_SCHEMA]
         params = sorted(c for c in df.columns if c not in base)

@@ -81,3 +81,30 @@ def test_bad_plot_format_exits_2_with_one_line(synth_store, tmp_path, capsys, fl
     err = capsys.readouterr().err
     assert err.startswith("mfray report: error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "figs").exists()
+
+
+def test_report_skips_and_names_parts_it_cannot_read(tmp_path, capsys):
+    """One truncated, one empty and one foreign part do not take the report of the other runs down."""
+    import polars as pl
+
+    from mfray.cli.main import main
+    from mfray.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "st")
+    store.append_runs(records())
+    folder = tmp_path / "st" / "study=synth"
+    good = sorted(folder.glob("run-*.parquet"))
+    n_good = len(good)
+    data = good[0].read_bytes()
+    (folder / "run-truncated.parquet").write_bytes(data[: len(data) // 2])
+    (folder / "run-empty.parquet").write_bytes(b"")
+    pl.DataFrame({"smiles": ["CCO"], "y": [1.0]}).write_parquet(folder / "run-foreign.parquet")
+    assert main(["report", str(tmp_path / "st"), "--metric", "r2"]) == 0
+    cap = capsys.readouterr()
+    assert "## Study synth" in cap.out
+    assert "3 results part(s) skipped" in cap.err
+    for name, why in (("run-truncated", "unreadable"), ("run-empty", "unreadable"), ("run-foreign", "not a results part")):
+        line = next(x for x in cap.err.splitlines() if name in x)
+        assert why in line, line
+    df = store.read("synth")
+    assert df["run_key"].n_unique() == n_good and len(store.skipped) == 3
