@@ -113,3 +113,51 @@ def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
         lines.append(f"  {fold:<6}" + "".join(f"{m[n]:>{width}.0f}" if n.startswith("n_") else f"{m[n]:>{width}.4f}"
                                               for n in names))
     return "\n".join(lines)
+
+
+def at_least(low: float, kind: type = int, below: float | None = None):
+    """An argparse ``type`` that parses ``kind`` and refuses values under ``low`` (or at/over ``below``):
+    a bad flag value is a usage error naming the flag (exit 2), not a traceback later in training."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if kind is float and value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: give at least {low:g}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"{text}: give less than {below:,.0f}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number above 0 (a learning rate)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number above 0")
+    return value
+
+
+def freeze_stages(text: str) -> str:
+    """An argparse ``type``: comma-separated model stages (encoder, readout, head), each known."""
+    import argparse
+
+    from mfray.models.model import STAGES
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in STAGES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
+    return ",".join(names)

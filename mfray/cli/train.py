@@ -8,7 +8,8 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mfray.cli.common import add_censored, add_store_root, apply_preset, epoch_progress, format_metrics, open_store
+from mfray.cli.common import (add_censored, add_store_root, apply_preset, at_least, epoch_progress, format_metrics,
+                               freeze_stages, open_store, positive_float)
 
 
 def _model_args(p) -> None:
@@ -16,9 +17,9 @@ def _model_args(p) -> None:
     g.add_argument("--readout", metavar="NAME", help="a registered readout (sum, mean, max, sum_mean_max, set_transformer, "
                    "attention, deepsets, gmt; an unknown name lists them); default: the strategy's")
     g.add_argument("--encoder", metavar="NAME", help="gcn (default, supervised VGAE), gin or gine (plain GNNs)")
-    g.add_argument("--hidden-dim", type=int, metavar="N", help="encoder hidden width (default 256)")
-    g.add_argument("--latent-dim", type=int, metavar="N", help="VGAE latent width (default 50)")
-    g.add_argument("--layers", type=int, metavar="N", help="encoder layers (default 3)")
+    g.add_argument("--hidden-dim", type=at_least(1), metavar="N", help="encoder hidden width (default 256)")
+    g.add_argument("--latent-dim", type=at_least(1), metavar="N", help="VGAE latent width (default 50)")
+    g.add_argument("--layers", type=at_least(1), metavar="N", help="encoder layers (default 3)")
 
 
 def _train_args(p, verb: str, lr: float | None, batch: int, precision: str = "32", bucket: bool = False) -> None:
@@ -27,16 +28,16 @@ def _train_args(p, verb: str, lr: float | None, batch: int, precision: str = "32
     kind = "hf" if verb == "train" else "lf"
     cpu, paper = getattr(RunPreset.cpu(), kind), getattr(RunPreset.paper(), kind)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (default: the preset's, "
+    g.add_argument("--epochs", type=at_least(1), metavar="N", help="maximum epochs (default: the preset's, "
                    + (f"{cpu['max_epochs']}" if cpu["max_epochs"] == paper["max_epochs"]
                       else f"cpu {cpu['max_epochs']}, paper {paper['max_epochs']}") + ")")
-    g.add_argument("--lr", type=float, default=lr, help="learning rate (default: "
+    g.add_argument("--lr", type=positive_float, default=lr, help="learning rate (default: "
                    + (f"{lr:g})" if lr is not None else "the strategy's, as in studies: 1e-4, 5e-5 for tune_*)"))
-    g.add_argument("--batch-size", type=int, default=batch, metavar="N", help=f"default {batch}")
-    g.add_argument("--patience", type=int, metavar="N", help="early-stopping patience in epochs, 0 = off (default: "
+    g.add_argument("--batch-size", type=at_least(1), default=batch, metavar="N", help=f"default {batch}")
+    g.add_argument("--patience", type=at_least(0), metavar="N", help="early-stopping patience in epochs, 0 = off (default: "
                    + ("off" if not cpu["patience"] and not paper["patience"]
                       else f"the preset's, cpu {cpu['patience']}, paper {paper['patience']}") + ")")
-    g.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
+    g.add_argument("--threads", type=at_least(1), default=1, metavar="N", help="torch threads (default 1)")
     g.add_argument("--precision", choices=("32", "bf16-mixed", "auto"), default=precision,
                    help="forward passes in bf16 autocast (losses, weights, optimiser in fp32); auto = bf16-mixed where the "
                    f"CPU (AMX / AVX-512 BF16) or GPU has fast bf16, else 32 (default {precision})")
@@ -69,13 +70,13 @@ def add_parser(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="train again what a config file resolved: mfray train's config.toml, "
                    "a study's search best.json or refit config.json, an exported model's config.toml; flags given "
                    "win over it")
-    p.add_argument("--seed", type=int, help="split seed (default: the spec's first)")
+    p.add_argument("--seed", type=at_least(0, int, 2**32), help="split seed (default: the spec's first)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/<strategy>/seed<seed>)")
     p.add_argument("--lf-checkpoint", metavar="CKPT", help="LF model from `mfray pretrain` (predicted_label, hybrid_label, embeddings, tune_*)")
     p.add_argument("--lf-prediction", metavar="KEY", help="use a stored LF prediction instead (e.g. artifact:STPredSD)")
     p.add_argument("--lf-embedding", metavar="KEY", help="use a stored LF embedding instead (e.g. artifact:STEmbeddings)")
-    p.add_argument("--freeze", metavar="STAGES", help="comma-separated stages to freeze (encoder,readout,head); default: the strategy's")
-    p.add_argument("--unfreeze-epoch", type=int, metavar="N", help="unfreeze everything at this epoch")
+    p.add_argument("--freeze", type=freeze_stages, metavar="STAGES", help="comma-separated stages to freeze (encoder,readout,head); default: the strategy's")
+    p.add_argument("--unfreeze-epoch", type=at_least(0), metavar="N", help="unfreeze everything at this epoch")
     p.add_argument("--setting", choices=("transductive", "inductive"), default="transductive",
                    help="inductive: the valid/test molecules' measured LF labels are hidden (new molecules); the "
                    "LF model should not have seen them either (mfray pretrain --holdout-seeds)")
@@ -93,8 +94,8 @@ def add_parser(sub) -> None:
                        "command again resumes the run from its last checkpoint.")
     q.add_argument("spec", metavar="DATA_SPEC")
     q.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/lf_<readout>)")
-    q.add_argument("--max-molecules", type=int, metavar="N", help="pretrain on a seeded subsample")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--max-molecules", type=at_least(10), metavar="N", help="pretrain on a seeded subsample")
+    q.add_argument("--seed", type=at_least(0, int, 2**32), default=0)
     q.add_argument("--holdout-seeds", metavar="S1,S2", help="leave the valid and test molecules of these split seeds "
                    "out of pretraining (an LF model for the inductive setting); 'spec' = the dataset's seeds")
     _model_args(q)
@@ -102,14 +103,14 @@ def add_parser(sub) -> None:
                    help="LF model size: paper (Set Transformer 1024 wide, 16 heads, 32 seeds, ~14 M parameters) or "
                    "cpu (256 wide, 8 heads, 8 seeds, ~1.2 M: several times faster on a laptop); default: the preset's")
     _train_args(q, "pretrain", lr=5e-5, batch=512, precision="auto", bucket=True)
-    q.add_argument("--max-steps", type=int, metavar="N", help="at most N optimiser steps per epoch (per worker)")
+    q.add_argument("--max-steps", type=at_least(1), metavar="N", help="at most N optimiser steps per epoch (per worker)")
     r = q.add_argument_group("Ray Train")
-    r.add_argument("--workers", type=int, metavar="N", help="run on Ray Train with N data-parallel workers "
+    r.add_argument("--workers", type=at_least(1), metavar="N", help="run on Ray Train with N data-parallel workers "
                    "(--batch-size is per worker); without it, pretraining runs in this process")
     r.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL); needs --workers")
     r.add_argument("--ray-storage", metavar="DIR_OR_URI", help="Ray Train storage for the run's checkpoints "
                    "(default <out>/ray; s3://... on a cluster)")
-    r.add_argument("--max-failures", type=int, default=0, metavar="N",
+    r.add_argument("--max-failures", type=at_least(-1), default=0, metavar="N",
                    help="worker failures to recover from by resuming the last checkpoint (default 0)")
     q.add_argument("--no-progress", action="store_true")
     add_store_root(q)

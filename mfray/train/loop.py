@@ -464,6 +464,9 @@ def fit(
     plan = freeze_plan or FreezePlan()
     frozen = freeze(model, plan.stages)
     params = trainable_parameters(model)
+    if not params:
+        raise MfrayError(f"nothing to train: freezing {', '.join(sorted(plan.stages)) or 'no stage'} leaves no trainable "
+                         f"parameter (the other stages have none, e.g. a parameter-free readout); freeze fewer stages")
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     best_loss, best_epoch, best_state = math.inf, -1, copy.deepcopy(model.state_dict())

@@ -2,6 +2,7 @@ import json
 
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 import torch
 
 from mfray.cli.main import main
@@ -233,3 +234,32 @@ def test_train_replays_a_config(tmp_path, capsys):
         assert needle in capsys.readouterr().err
     assert main(["train", "aid1445", "--config", str(tmp_path / "none.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("verb, flag, value", [
+    ("train", "--batch-size", "0"), ("train", "--lr", "-1"), ("train", "--lr", "nan"), ("train", "--epochs", "0"),
+    ("train", "--patience", "-2"), ("train", "--hidden-dim", "0"), ("train", "--threads", "0"),
+    ("train", "--seed", "-1"), ("train", "--seed", str(2**64)), ("train", "--freeze", "bogus"),
+    ("train", "--unfreeze-epoch", "-1"), ("train", "--layers", "x"),
+    ("pretrain", "--workers", "0"), ("pretrain", "--max-steps", "0"), ("pretrain", "--max-molecules", "3"),
+    ("pretrain", "--seed", "-5"), ("pretrain", "--lr", "0"),
+])
+def test_bad_flag_values_are_usage_errors_naming_the_flag(verb, flag, value, tmp_path, capsys):
+    args = [verb, "aid1445", flag, value, "--out", str(tmp_path / "out")]
+    if verb == "train":
+        args += ["--strategy", "base"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_freezing_every_trainable_stage_is_a_clear_error(tmp_path, capsys):
+    rc = main(["train", "aid1445", "--strategy", "label", "--freeze", "encoder,head", "--readout", "sum_mean_max",
+               "--epochs", "1", "--hidden-dim", "8", "--latent-dim", "4", "--no-progress",
+               "--store-root", str(tmp_path / "stores"), "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert "nothing to train" in capsys.readouterr().err
