@@ -52,8 +52,9 @@ def test_bad_model_choices_exit_2(tmp_path, capsys):
     common = ["--epochs", "1", "--out", str(tmp_path), "--store-root", str(tmp_path / "s"), "--no-progress"]
     assert main(["train", "aid1445", "--strategy", "base", "--readout", "sumx", *common]) == 2
     assert "could not resolve readout 'sumx'" in capsys.readouterr().err
-    assert main(["train", "aid1445", "--strategy", "base", "--hidden-dim", "0", *common]) == 2
-    assert "invalid settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused as the flags are parsed
+        main(["train", "aid1445", "--strategy", "base", "--hidden-dim", "0", *common])
+    assert e.value.code == 2 and "argument --hidden-dim: 0: give at least 1" in capsys.readouterr().err
 
 
 def test_pretrain_size_preset_and_flags(tmp_path):
@@ -152,12 +153,12 @@ def test_bad_preset_flags_exit_2(tmp_path, capsys):
     import pytest
 
     common = ["--out", str(tmp_path), "--store-root", str(tmp_path / "s"), "--no-progress"]
-    assert main(["train", "aid1445", "--strategy", "base", "--epochs", "0", *common]) == 2
-    assert "--epochs 0" in capsys.readouterr().err
-    assert main(["train", "aid1445", "--strategy", "base", "--patience", "-1", *common]) == 2
-    assert "--patience -1" in capsys.readouterr().err
-    assert main(["pretrain", "aid1445", "--epochs", "-2", *common]) == 2
-    assert "--epochs -2" in capsys.readouterr().err
+    for args, flag in ((["train", "aid1445", "--strategy", "base", "--epochs", "0"], "argument --epochs: 0"),
+                       (["train", "aid1445", "--strategy", "base", "--patience", "-1"], "argument --patience: -1"),
+                       (["pretrain", "aid1445", "--epochs", "-2"], "argument --epochs: -2")):
+        with pytest.raises(SystemExit) as e:  # refused as the flags are parsed
+            main([*args, *common])
+        assert e.value.code == 2 and flag in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["train", "aid1445", "--strategy", "base", "--preset", "gpu", *common])
     assert e.value.code == 2 and "--preset" in capsys.readouterr().err
