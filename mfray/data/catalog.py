@@ -54,7 +54,12 @@ def list_specs() -> list[CatalogEntry]:
 def resolve_spec(name_or_path: str) -> DatasetSpec:
     """A spec from a file path, or by its ``name`` (or file stem) on the search path."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists() or os.sep in name_or_path:
+    try:
+        is_file = p.suffix == ".toml" or p.exists() or os.sep in name_or_path
+    except (OSError, ValueError) as e:  # a name too long for a path, a NUL byte, a symlink loop
+        raise SpecError(f"dataset {name_or_path[:80]!r}{'...' if len(name_or_path) > 80 else ''}: not a spec file "
+                        f"or a dataset name ({type(e).__name__}: {e.strerror if isinstance(e, OSError) else e})") from None
+    if is_file:
         return load_spec(p)
     matches = [e for e in list_specs() if e.name == name_or_path or e.path.stem == name_or_path]
     if not matches:

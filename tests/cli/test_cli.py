@@ -57,3 +57,10 @@ def test_study_export_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # --strategy or --best is required (argparse: exit 2)
         main([*common, "--task", "aid1445"])
     assert e.value.code == 2
+
+
+def test_a_dataset_argument_that_cannot_be_a_path_exits_2(capsys):
+    """A name too long for a file name is not a traceback (OSError) but a clear usage error."""
+    assert main(["featurize", "x" * 5000]) == 2
+    err = capsys.readouterr().err
+    assert "not a spec file or a dataset name" in err and "File name too long" in err and len(err) < 400
