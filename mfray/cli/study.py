@@ -152,7 +152,14 @@ def run(args: argparse.Namespace) -> int:
         m, sec = divmod(int(time.perf_counter() - t0), 60)
         print(f"[{m:02d}:{sec:02d}] {msg}", file=sys.stderr, flush=True)
 
-    outcome = run_study(plan, log=log, ray_dashboard=args.ray_dashboard)
+    from mfray.run.study.runner import StudyInterrupted
+
+    try:
+        outcome = run_study(plan, log=log, ray_dashboard=args.ray_dashboard)
+    except StudyInterrupted as e:
+        print(f"study {plan.study.name} stopped by {e} after {time.perf_counter() - t0:.0f} s: finished work is kept "
+              f"and nothing was marked failed; resume with the same command", file=sys.stderr)
+        return e.exit_code
     print(f"study {plan.study.name} done in {time.perf_counter() - t0:.0f} s: {outcome.summary()}", file=sys.stderr)
     if outcome.failures:
         print(f"{len(outcome.failures)} failure(s) (also in {plan.study_dir.child('failures.json')}):", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import socket
 import sys
 import threading
@@ -60,6 +61,69 @@ class StudyOutcome:
         return "; ".join(parts)
 
 
+class StudyInterrupted(KeyboardInterrupt):
+    """The study was asked to stop (Ctrl-C / SIGINT or SIGTERM): what finished is kept, nothing is
+    recorded as failed, and running the same command again resumes it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM while a study runs. The first one stops the study cleanly: during a search Ray Tune
+    is told to end it (it saves the experiment state and the trials' checkpoints; the search is not
+    recorded, so it resumes), elsewhere :class:`StudyInterrupted` is raised at once (finished runs are
+    already in the results store, LF pretraining resumes from its last epoch checkpoint). A second one
+    ends the process at once."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.received: int | None = None
+        self.in_search = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def install(self) -> None:
+        """Take SIGINT and SIGTERM back after Ray has started in this process: its core worker installs a
+        fatal-signal handler that turns SIGTERM into an abort (signal 6) with a stack dump."""
+        if self._old and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._handle)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            self.log(f"{signal.Signals(signum).name} again: stopping at once")
+            os._exit(128 + signum)
+        self.received = signum
+        self.log(f"{signal.Signals(signum).name}: stopping the study cleanly (finished work is kept; run the same "
+                 "command again to resume; send it again to stop at once)")
+        if self.in_search and hasattr(signal, "SIGUSR1"):
+            os.kill(os.getpid(), signal.SIGUSR1)  # Ray Tune's graceful stop: it saves the experiment state
+            return
+        raise StudyInterrupted(signum)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise StudyInterrupted(self.received)
+
+
+_STOP: _StopSignals | None = None
+
+
 class _Heartbeat:
     """``studies/<name>/driver.json``: who runs the study, which phase, last sign of life."""
 
@@ -98,7 +162,8 @@ class _Heartbeat:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
         if self.state["state"] == "running":
-            self.state["state"] = "interrupted" if exc_type in (KeyboardInterrupt, SystemExit) else "failed"
+            stopped = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit))
+            self.state["state"] = "interrupted" if stopped else "failed"
             if exc is not None:
                 self.state["error"] = f"{type(exc).__name__}: {exc}"
         self._write()
@@ -301,7 +366,16 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
             num_samples=study.search.num_samples, max_concurrent_trials=study.search.max_concurrent_trials),
             run_config=run_config)
         outcome.add("search", "ran")
-    grid = tuner.fit()
+    stop = _STOP
+    if stop is not None:
+        stop.in_search = True
+    try:
+        grid = tuner.fit()
+    finally:
+        if stop is not None:
+            stop.in_search = False
+    if stop is not None:
+        stop.check()  # asked to stop: the search is not recorded (nor failed); it resumes from Tune's state
     # Tune's own count of a trial's failures (a lost node, a crashed worker): the trial's attempt counter
     # lives in its folder, which a retry on another node of a cluster without shared storage does not see
     analysis = getattr(grid, "_experiment_analysis", None)
@@ -595,6 +669,8 @@ class _RayOnDemand:
 
         t = time.perf_counter()
         url = ensure_ray(log_to_driver=False, dashboard=self.dashboard)
+        if _STOP is not None:
+            _STOP.install()
         self.started = True
         self.log(f"Ray ready in {time.perf_counter() - t:.0f} s" + (f"; Ray dashboard: {url}" if url else ""))
         _check_local_resources(self.plan.study)
@@ -614,33 +690,46 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard
     if not plan.tasks:
         raise MfrayError(f"study {study.name}: none of its tasks has data here")
     plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))
-    with _Heartbeat(plan) as hb:
-        need_ray = _RayOnDemand(plan, log, dashboard=ray_dashboard)
-        hb.phase("featurise")
-        featurize_step(plan, outcome, log, need_ray)
-        names = task_names(plan)
-        if plan.lf:
-            hb.phase("pretrain")
-            pretrain_step(plan, outcome, log, need_ray)
-            hb.phase("lf outputs")
-            outputs_step(plan, outcome, log, need_ray)
-        hb.phase("search")
-        for search in (step.target for step in study_steps_of(plan, "search")):
-            try:
-                search_step(plan, search, outcome, log, need_ray)
-            except MfrayError:
-                raise
-            except Exception as e:
-                if study.failure.on_error == "stop" or not need_ray.started:  # Ray itself did not start
+    global _STOP
+    # Ray Tune's own SIGINT handler would end a search as "no trial finished" and let the study go on to
+    # the next; mfray's decides (it ends the search through Tune's SIGUSR1 handler, which saves its state)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    with _StopSignals(log) as stop, _Heartbeat(plan) as hb:
+        _STOP = stop
+        try:
+            need_ray = _RayOnDemand(plan, log, dashboard=ray_dashboard)
+            hb.phase("featurise")
+            featurize_step(plan, outcome, log, need_ray)
+            names = task_names(plan)
+            if plan.lf:
+                hb.phase("pretrain")
+                pretrain_step(plan, outcome, log, need_ray)
+                hb.phase("lf outputs")
+                outputs_step(plan, outcome, log, need_ray)
+            hb.phase("search")
+            for search in (step.target for step in study_steps_of(plan, "search")):
+                try:
+                    search_step(plan, search, outcome, log, need_ray)
+                except MfrayError:
                     raise
-                outcome.failures.append({"step": "search", "search": search.label, "error": f"{type(e).__name__}: {e}"})
-                log(f"search {search.label} failed: {type(e).__name__}: {e}")
-        hb.phase("runs")
-        runs_step(plan, outcome, log, names, need_ray, hb)
-        hb.phase("selection")
-        selection_step(plan, outcome, log, names)
-        outcome.seconds = time.perf_counter() - t0
-        hb.finish("finished" if not outcome.failures else "finished with failures",
-                  counts=outcome.counts, failures=outcome.failures, retries=outcome.retries, seconds=outcome.seconds)
-        plan.study_dir.child("failures.json").write_json(outcome.failures)
+                except Exception as e:
+                    if study.failure.on_error == "stop" or not need_ray.started:  # Ray itself did not start
+                        raise
+                    outcome.failures.append({"step": "search", "search": search.label, "error": f"{type(e).__name__}: {e}"})
+                    log(f"search {search.label} failed: {type(e).__name__}: {e}")
+            hb.phase("runs")
+            runs_step(plan, outcome, log, names, need_ray, hb)
+            hb.phase("selection")
+            selection_step(plan, outcome, log, names)
+            outcome.seconds = time.perf_counter() - t0
+            hb.finish("finished" if not outcome.failures else "finished with failures",
+                      counts=outcome.counts, failures=outcome.failures, retries=outcome.retries, seconds=outcome.seconds)
+            plan.study_dir.child("failures.json").write_json(outcome.failures)
+        except KeyboardInterrupt as e:
+            # raised from the signal handler, it may come out of Ray's C++ code as a plain KeyboardInterrupt
+            if stop.received is not None and not isinstance(e, StudyInterrupted):
+                raise StudyInterrupted(stop.received) from None
+            raise
+        finally:
+            _STOP = None
     return outcome
