@@ -21,6 +21,8 @@ RDLogger.DisableLog("rdApp.*")
 _CHARGED_BRACKET = re.compile(r"\[[^\]]*[+-][^\]]*\]")
 #: non-tetrahedral chirality (@TH1, @SP2, ...): left to RDKit's RemoveStereochemistry (see _strip_stereo)
 _SPECIAL_CHIRALITY = re.compile(r"@(?:TH|AL|SP|TB|OH)")
+#: whitespace inside a SMILES (after trimming): RDKit reads the first token only
+_WHITESPACE = re.compile(r"\s")
 #: an explicit hydrogen atom ([H], [2H], [H+], ...; not [He]/[Hg]/...): MolFromSmiles removes these
 _EXPLICIT_H = re.compile(r"\[\d*H(?![a-z])")
 #: parse only; sanitisation is run separately (see Standardizer._parse)
@@ -132,6 +134,9 @@ class Standardizer:
         if smiles is None or not smiles.strip():
             return Rejection("empty_smiles", "empty SMILES")
         smiles = smiles.strip()
+        if _WHITESPACE.search(smiles):  # RDKit would read the first token only: "CC O" -> ethane
+            return Rejection("whitespace_in_smiles", f"SMILES {smiles[:120]!r} has whitespace inside (RDKit would "
+                             f"read only {smiles.split()[0][:60]!r}; a name or CXSMILES extension after a space?)")
         mol, stereo_stripped = self._parse(smiles)
         if mol is None:
             return Rejection("unparsable_smiles", f"RDKit cannot parse SMILES {smiles[:120]!r}")

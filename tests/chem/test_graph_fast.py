@@ -63,6 +63,9 @@ class ReferenceExtractor:
         if smiles is None or not smiles.strip():
             return ("empty_smiles", "empty SMILES")
         smiles = smiles.strip()
+        if any(ch.isspace() for ch in smiles):  # RDKit would read the first token only
+            return ("whitespace_in_smiles", f"SMILES {smiles[:120]!r} has whitespace inside (RDKit would read only "
+                    f"{smiles.split()[0][:60]!r}; a name or CXSMILES extension after a space?)")
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
             return ("unparsable_smiles", f"RDKit cannot parse SMILES {smiles[:120]!r}")

@@ -35,7 +35,10 @@ def test_mfpcba_recipe(raw, expected):
         ("   ", "empty_smiles"),
         (None, "empty_smiles"),
         ("C1CC", "unparsable_smiles"),
-        ("not a smiles", "unparsable_smiles"),
+        ("notasmiles", "unparsable_smiles"),
+        ("CC O", "whitespace_in_smiles"),  # RDKit alone reads "CC": ethane, silently
+        ("CCO\tethanol", "whitespace_in_smiles"),
+        ("C1CC1 |$;;$|", "whitespace_in_smiles"),
         ("C[N+](C)(C)C", "charged"),  # quaternary ammonium cannot be neutralised
     ],
 )
