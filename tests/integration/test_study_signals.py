@@ -25,7 +25,7 @@ baselines = ["lf_linear"]
 max_seeds = 2
 
 [train]
-max_epochs = 40
+max_epochs = 20
 patience = 0
 batch_size = 64
 
@@ -37,7 +37,7 @@ head_hidden_dim = 16
 [search]
 num_samples = 2
 max_concurrent_trials = 1
-grace_period = 40
+grace_period = 20
 checkpoint_every = 1
 
 [search.space]

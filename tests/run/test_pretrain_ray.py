@@ -88,8 +88,9 @@ def test_cli_flags_need_workers(tmp_path, capsys):
     common = ["--epochs", "1", "--out", str(tmp_path), "--store-root", str(tmp_path / "s"), "--no-progress"]
     assert main(["pretrain", "aid1445", "--use-gpu", *common]) == 2
     assert "give --workers" in capsys.readouterr().err
-    assert main(["pretrain", "aid1445", "--workers", "0", *common]) == 2
-    assert "--workers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused as the flags are parsed
+        main(["pretrain", "aid1445", "--workers", "0", *common])
+    assert e.value.code == 2 and "argument --workers: 0: give at least 1" in capsys.readouterr().err
 
 
 def test_workers_know_their_own_cluster(ray_local):
