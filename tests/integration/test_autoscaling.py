@@ -124,10 +124,13 @@ def fake_cluster(tmp_path):
     try:
         deadline = time.time() + 600  # bounds a head that never comes up; the wait ends when it does
         while True:
-            probe = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, logging_level='ERROR')"
-                                    % address], env=env, capture_output=True, text=True, timeout=300)
-            if probe.returncode == 0:
-                break
+            try:  # a head still starting can keep a client waiting: give up after 60 s and ask again
+                probe = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, logging_level='ERROR')"
+                                        % address], env=env, capture_output=True, text=True, timeout=60)
+                if probe.returncode == 0:
+                    break
+            except subprocess.TimeoutExpired:
+                pass
             if head.poll() is not None or time.time() > deadline:
                 pytest.fail(f"the fake cluster's head did not come up: {(tmp_path / 'head.log').read_text()[-2000:]}")
             time.sleep(2)

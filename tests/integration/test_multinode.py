@@ -107,9 +107,15 @@ class Cluster:
         return self.root / f"cache_w{i}"
 
     def alive_nodes(self) -> int:
-        out = subprocess.run([sys.executable, "-c", "import ray, json; ray.init(address='auto', logging_level='ERROR');"
-                              "print(json.dumps(sum(1 for n in ray.nodes() if n['Alive'])))"],
-                             env={**self.env, "RAY_ADDRESS": self.address}, capture_output=True, text=True, timeout=300)
+        """Alive nodes, asked of the cluster by a fresh client; 0 when it cannot answer yet (a head still
+        starting can keep a client waiting: the probe gives up after 60 s and the caller asks again)."""
+        code = ("import ray, json, sys; ray.init(address=sys.argv[1], logging_level='ERROR');"
+                "print(json.dumps(sum(1 for n in ray.nodes() if n['Alive'])))")
+        try:
+            out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env, capture_output=True,
+                                 text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return 0
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
     def wait_nodes(self, n: int, starting: str) -> bool:
