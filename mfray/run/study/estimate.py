@@ -16,7 +16,7 @@ model's size for strategies that fine-tune it). Step costs follow from the plan'
 Epochs are the spec's ``max_epochs`` (an upper bound: ASHA and early stopping end most fits sooner)
 unless ``--epochs-fraction`` says how far fits go on average; the storage's own finished trials give
 that fraction once a study has run there (printed). Ray start-up and per-trial overheads are added
-as measured constants (:data:`OVERHEAD_S`).
+as fixed assumed costs (:data:`OVERHEAD_S`, not measured by the estimate).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, TaskPlan
 from mfray.run.study.space import resolved_train
 from mfray.transfer import get_strategy
 
-#: fixed costs measured on the demo study (2 cores): Ray start, one Tune search's set-up and tear-down,
-#: one trial's or refit's actor start and data load
 #: the share of max_epochs a search trial ran on average in mfpcba9_transfer (0.46 over 60 trials, ASHA +
 #: early stopping): the "typical" total printed beside the upper bound when the storage has no history
 TYPICAL_FRACTION = 0.5
+#: fixed costs assumed per step (seconds), rough figures read off study logs on a 2-core machine (local Ray
+#: ready in 5-12 s; a 2-trial smoke search 14-16 s in all), not measured by the estimate: Ray start, one
+#: Tune search's set-up and tear-down, one trial's or refit's actor start and data load, Ray Train start
 OVERHEAD_S = {"ray": 10.0, "search": 12.0, "trial": 6.0, "refit": 4.0, "pretrain": 25.0}
 
 
