@@ -130,6 +130,9 @@ _FAST_Z.update({("", sym): z for z, syms in _FAST_ELEMENTS.items() for sym in sy
 #: single, double, triple, quadruple and aromatic bonds: their orders 1, 2, 3, 4, 1.5 tell them apart
 _ORDER_TO_TYPE = np.zeros(9, np.int64)
 _ORDER_TO_TYPE[[2, 3, 4, 6, 8]] = [1, 12, 2, 3, 4]  # indexed by 2 * order
+#: SMILES text that needs no round-trip check (GraphExtractor._needs_round_trip): organic-subset atoms,
+#: uncharged bracket atoms of the fast-path elements with an optional H count, ring bonds, branches
+_PLAIN_SMILES = re.compile(r"(?:Br|Cl|[BCNOPSFIbcnops]|\[(?:Si|si|As|as|Se|se|Te|te|[BCNOPSbcnops])@{0,2}H?\d?\]|[0-9()=#%/\\-])+")
 _Q = Chem.MolFromSmarts
 #: single-atom SMARTS answered in C++ as index tuples (no per-atom Python objects). 'H<n>' counts all Hs
 #: (GetTotalNumHs plus H neighbour atoms, of which the fast path has none); '^<n>' is RDKit's hybridisation
@@ -175,6 +178,7 @@ class GraphExtractor:
                 for k, v in vars(self.standardizer.config).items()
             },
             "rdkit": Chem.rdBase.rdkitVersion,
+            "max_atoms": self.standardizer.max_atoms,
         }
 
     def __call__(self, smiles_list: list[str | None]) -> FeaturizedBatch:
@@ -195,11 +199,17 @@ class GraphExtractor:
                 continue
             mol = res
             n, m = mol.GetNumAtoms(), mol.GetNumBonds()
-            if n > 65535:
-                self._reject(out, "too_large", f"{n} atoms does not fit the graph store (max 65535)")
+            overflow = self._overflow(mol, n, m)
+            if overflow is not None:
+                self._reject(out, "out_of_range", overflow)
                 fast.append(False)
                 continue
             can = Chem.MolToSmiles(mol)
+            if self._needs_round_trip(smi) and Chem.MolFromSmiles(can) is None:
+                self._reject(out, "unstable_smiles", f"standardised SMILES {can[:120]!r} (from {smi[:120]!r}) does not "
+                             "parse back in RDKit (e.g. neutralising a carbanion ring); the molecule is not stored")
+                fast.append(False)
+                continue
             # bonds: one wrapper per bond (there is no bulk getter for begin/end in bond order or for
             # conjugation); bond index order and begin/end orientation are RDKit's
             bonds = list(map(mol.GetBondWithIdx, range(m)))
@@ -265,6 +275,38 @@ class GraphExtractor:
             arom = np.asarray(out.atom["atom_aromatic"], np.uint8)
             arom[ends[aromatic_bond].ravel()] = 1
             out.atom["atom_aromatic"] = arom.tolist()
+
+    @staticmethod
+    def _overflow(mol: Chem.Mol, n: int, m: int) -> str | None:
+        """Why ``mol`` does not fit the store's integer types (None: it fits). Stored values are
+        uint8/int8 per atom and uint16 atom indices; a value that would wrap is refused, never stored.
+
+        An atom's degree is at most the bond count plus the molecule's H count, so only molecules with
+        more than 255 of those are asked atom by atom (a drug-like molecule has far fewer)."""
+        if n > 65535:
+            return f"{n} atoms does not fit the graph store (max 65535)"
+        total_hs = mol.GetNumAtoms(onlyExplicit=False) - n
+        if m + total_hs <= 255:
+            return None
+        for atom in mol.GetAtoms():
+            for what, value, lo, hi in (("degree", atom.GetTotalDegree(), 0, 255), ("H count", atom.GetTotalNumHs(), 0, 255),
+                                        ("formal charge", atom.GetFormalCharge(), -128, 127)):
+                if not lo <= value <= hi:
+                    return (f"atom {atom.GetIdx()} ({atom.GetSymbol()}) has {what} {value}, outside the graph "
+                            f"store's range {lo}..{hi}")
+        return None
+
+    @staticmethod
+    def _needs_round_trip(smiles: str) -> bool:
+        """Whether the canonical SMILES of this input is parsed back before it is stored.
+
+        Standardisation can leave a molecule RDKit writes but cannot read back: neutralising the
+        cyclopentadienyl anion ``c1cc[cH-]c1`` gives the unkekulizable ``c1cccc1``. Such changes come
+        from charges (neutralisation), fragments (largest fragment), metals, explicit H and unusual
+        bonds, all visible in the text; a plain neutral organic SMILES (most of a screen) is written
+        from a molecule RDKit itself just parsed and sanitised, and is not parsed again: that check
+        would add ~40% to featurisation."""
+        return not _PLAIN_SMILES.fullmatch(smiles)
 
     @staticmethod
     def _reject(out: FeaturizedBatch, code: str, reason: str) -> None:

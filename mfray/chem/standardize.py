@@ -9,12 +9,15 @@ Every rejection is a :class:`Rejection` with a stable ``code`` and a human reaso
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from rdkit import Chem, RDLogger
 from rdkit.Chem.MolStandardize import rdMolStandardize
+
+from mfray.utils.errors import MfrayError
 
 RDLogger.DisableLog("rdApp.*")
 
@@ -29,6 +32,17 @@ _EXPLICIT_H = re.compile(r"\[\d*H(?![a-z])")
 _PARSE_ONLY = Chem.SmilesParserParams()
 _PARSE_ONLY.sanitize = False
 _PARSE_ONLY.removeHs = False
+
+#: the most heavy atoms a molecule may have, whatever the spec says. RDKit's SMILES writer recurses once
+#: per atom along a chain: with the usual 8 MiB stack an unbranched chain of 20,000 atoms crashes the
+#: process (segmentation fault, measured: 18,000 writes, 20,000 crashes), and threads may have 2 MiB
+#: stacks. 4,000 leaves room for that and is far above any drug-like molecule (a 30-residue peptide
+#: has ~250 heavy atoms); larger molecules are quarantined as ``too_large``.
+MAX_ATOMS = 4000
+#: environment variable that overrides :data:`MAX_ATOMS` (at your own risk: it is part of the store key)
+MAX_ATOMS_ENV = "MFRAY_MAX_ATOMS"
+#: SMILES texts longer than this are not parsed at all (a 4,000-atom molecule needs far fewer characters)
+MAX_SMILES_CHARS = 100_000
 
 
 def _strip_stereo(smiles: str) -> str | None:
@@ -48,6 +62,16 @@ def _strip_stereo(smiles: str) -> str | None:
     return smiles
 
 
+def max_atoms_limit() -> int:
+    """:data:`MAX_ATOMS`, or ``$MFRAY_MAX_ATOMS`` when set (a positive integer)."""
+    raw = os.environ.get(MAX_ATOMS_ENV, "").strip()
+    if not raw:
+        return MAX_ATOMS
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise MfrayError(f"${MAX_ATOMS_ENV}={raw!r}: give a positive number of atoms")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Rejection:
     """Why a molecule was not stored. ``code`` is stable (for counting); ``reason`` is for people."""
@@ -64,6 +88,7 @@ class StandardizerConfig:
     require_neutral: bool = True
     max_heavy_atoms: int | None = None
     allowed_elements: tuple[str, ...] | None = None
+    strip_atom_maps: bool = True
 
     @classmethod
     def mfpcba(cls) -> StandardizerConfig:
@@ -94,6 +119,7 @@ class Standardizer:
         self.config = config or StandardizerConfig()
         self._chooser = rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
         self._uncharger = rdMolStandardize.Uncharger(canonicalOrder=True)
+        self.max_atoms = max_atoms_limit()
         self._allowed = (
             {Chem.GetPeriodicTable().GetAtomicNumber(e) for e in self.config.allowed_elements}
             if self.config.allowed_elements
@@ -134,6 +160,9 @@ class Standardizer:
         if smiles is None or not smiles.strip():
             return Rejection("empty_smiles", "empty SMILES")
         smiles = smiles.strip()
+        if len(smiles) > MAX_SMILES_CHARS:
+            return Rejection("too_large", f"SMILES of {len(smiles):,} characters (more than {MAX_SMILES_CHARS:,} "
+                             "are not parsed)")
         if _WHITESPACE.search(smiles):  # RDKit would read the first token only: "CC O" -> ethane
             return Rejection("whitespace_in_smiles", f"SMILES {smiles[:120]!r} has whitespace inside (RDKit would "
                              f"read only {smiles.split()[0][:60]!r}; a name or CXSMILES extension after a space?)")
@@ -142,6 +171,12 @@ class Standardizer:
             return Rejection("unparsable_smiles", f"RDKit cannot parse SMILES {smiles[:120]!r}")
         if mol.GetNumAtoms() == 0:
             return Rejection("no_atoms", f"SMILES {smiles[:120]!r} has no heavy atoms")
+        if mol.GetNumAtoms() > self.max_atoms:  # before any step that walks the molecule recursively
+            return Rejection("too_large", f"{mol.GetNumAtoms():,} atoms > {self.max_atoms:,}, the most mfray "
+                             "featurises (RDKit's SMILES writer can crash the process on larger molecules)")
+        if cfg.strip_atom_maps and ":" in smiles:  # [CH3:1][OH:2] is methanol, not a different molecule
+            for atom in mol.GetAtoms():
+                atom.SetAtomMapNum(0)
         if cfg.largest_fragment and "." in smiles:
             mol = self._chooser.choose(mol)
         if cfg.remove_stereo and not stereo_stripped and ("@" in smiles or "/" in smiles or "\\" in smiles):

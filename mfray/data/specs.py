@@ -251,6 +251,9 @@ class StandardizeSpec(_Spec):
     require_neutral: bool | None = None
     max_heavy_atoms: int | None = Field(default=None, ge=1)
     allowed_elements: list[str] | None = None
+    #: reaction atom-map numbers ([CH3:1]) are removed, so a mapped SMILES is the same molecule as the
+    #: plain one; false keeps them (then the maps are part of the canonical SMILES and its key)
+    strip_atom_maps: bool = True
 
     def resolved(self) -> dict[str, Any]:
         base = {
@@ -264,6 +267,7 @@ class StandardizeSpec(_Spec):
                 out[k] = v
         out["max_heavy_atoms"] = self.max_heavy_atoms
         out["allowed_elements"] = sorted(self.allowed_elements) if self.allowed_elements else None
+        out["strip_atom_maps"] = self.strip_atom_maps
         return out
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -30,6 +31,9 @@ from mfray.utils.errors import MfrayError
 
 #: datasets with fewer source rows than this are featurised in-process by ``executor="auto"``
 LOCAL_BELOW = 50_000
+#: how often Ray Data re-runs a featurisation task whose worker died before the shard is featurised in
+#: separate processes, bisected down to the molecules that crash (:func:`featurize_isolated`)
+WORKER_RETRIES = 1
 #: environment variable that overrides :data:`LOCAL_BELOW` (``mfray featurize --local-below`` wins over it)
 LOCAL_BELOW_ENV = "MFRAY_LOCAL_BELOW"
 
@@ -187,7 +191,7 @@ def featurize_dataset(
                         prog.advance(task, batch.num_rows)
         else:
             _featurize_with_ray(spec, raw_files, feat_dir, num_workers=num_workers, batch_size=batch_size,
-                                progress=progress, ray_init=ray_init)
+                                progress=progress, ray_init=ray_init, log=log)
         timings["featurize"] = round(time.perf_counter() - t, 3)
         feat_files = sorted(str(p) for p in feat_dir.glob("*.parquet"))
         if not feat_files:
@@ -224,7 +228,8 @@ def _resplit(files: list[str], n: int) -> list[str]:
 
 
 def _featurize_with_ray(spec: DatasetSpec, raw_files: list[str], feat_dir: Path, *, num_workers: int | None,
-                        batch_size: int, progress: bool, ray_init: Callable[[], Any] | None = None) -> None:
+                        batch_size: int, progress: bool, ray_init: Callable[[], Any] | None = None,
+                        log: Callable[[str], Any] = print) -> None:
     import logging
 
     import ray
@@ -241,18 +246,103 @@ def _featurize_with_ray(spec: DatasetSpec, raw_files: list[str], feat_dir: Path,
     if len(raw_files) < n:  # a small dataset: one raw shard per worker so all of them get work
         raw_files = _resplit(raw_files, n)
     ds = ray.data.from_items([{"path": f} for f in raw_files], override_num_blocks=len(raw_files))
-    ds = ds.map_batches(
-        _featurize_shards,
-        fn_kwargs={"spec_json": spec.model_dump(mode="json"), "out_dir": str(feat_dir), "batch_size": batch_size},
-        batch_size=1,
-        compute=ray.data.TaskPoolStrategy(size=n),
-        num_cpus=1,
-    )
-    done = ds.take_all()
-    rows = sum(int(r["rows"]) for r in done)
+    spec_json = spec.model_dump(mode="json")
+    with warnings.catch_warnings():
+        # Ray Data retries a task whose worker dies forever by default, so one crashing molecule would hang
+        # the run. Ray 2.60 takes max_retries only through the (deprecated) ray_remote_args keywords.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(
+            _featurize_shards,
+            fn_kwargs={"spec_json": spec_json, "out_dir": str(feat_dir), "batch_size": batch_size},
+            batch_size=1,
+            compute=ray.data.TaskPoolStrategy(size=n),
+            num_cpus=1,
+            max_retries=WORKER_RETRIES,
+        )
+    try:
+        ds.take_all()
+    except (ray.exceptions.RayError, RuntimeError) as e:
+        crashed = [f for f in raw_files if not (feat_dir / f"{Path(f).stem}.parquet").exists()]
+        if not crashed:
+            raise
+        log(f"{len(crashed)} shard(s) failed in Ray Data after {WORKER_RETRIES} retr{'y' if WORKER_RETRIES == 1 else 'ies'} "
+            f"({type(e).__name__}); featurising them in separate processes to find the molecules at fault")
+        for f in crashed:
+            n_bad = featurize_isolated(f, feat_dir / f"{Path(f).stem}.parquet", spec_json, batch_size)
+            log(f"{Path(f).name}: {n_bad} molecule(s) crashed the featuriser and are quarantined as 'featurizer_crash'")
+    rows = sum(pq.ParquetFile(feat_dir / f"{Path(f).stem}.parquet").metadata.num_rows for f in raw_files)
     expected = sum(pq.ParquetFile(f).metadata.num_rows for f in raw_files)
     if rows != expected:
         raise RuntimeError(f"featurisation returned {rows} rows for {expected} raw rows")
+
+
+def _featurize_rows_child(raw_path: str, start: int, stop: int, dest: str, spec_path: str, batch_size: int) -> None:
+    """Child-process entry of :func:`featurize_isolated`: featurise rows ``[start, stop)`` of a raw shard."""
+    import json
+
+    spec = DatasetSpec.model_validate(json.loads(Path(spec_path).read_text()))
+    table = pq.read_table(raw_path).slice(start, stop - start)
+    extractor = extractor_for(spec)
+    parts = [featurize_table(b, extractor) for b in _table_batches(table, batch_size)]
+    tmp = dest + ".tmp"
+    pq.write_table(pa.concat_tables(parts), tmp, compression="lz4")
+    os.replace(tmp, dest)
+
+
+def _table_batches(table: pa.Table, batch_size: int) -> list[pa.Table]:
+    return [table.slice(i, batch_size) for i in range(0, max(table.num_rows, 1), batch_size)]
+
+
+def featurize_isolated(raw_path: str, dest: Path, spec_json: dict[str, Any], batch_size: int = 4096) -> int:
+    """Featurise a raw shard whose Ray task kept dying, in child processes, and quarantine the molecules
+    that take a process down (code ``featurizer_crash``). Returns how many were quarantined.
+
+    A child featurises a range of rows; when it dies (a segfault in RDKit, say) the range is halved
+    and each half tried again, down to single rows: ~2 log2(rows) extra processes per bad molecule.
+    Rows are written in their shard order; every row comes back, stored or quarantined.
+    """
+    import json
+    import subprocess
+    import sys
+
+    extractor = extractor_for(DatasetSpec.model_validate(spec_json))
+    raw = pq.read_table(raw_path)
+    work = Path(tempfile.mkdtemp(prefix=".isolate.", dir=Path(dest).parent))
+    spec_path = work / "spec.json"
+    spec_path.write_text(json.dumps(spec_json))
+    crashed = 0
+    code = ("import sys; from mfray.run.featurize import _featurize_rows_child as f; "
+            "f(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]))")
+
+    def run(start: int, stop: int) -> list[pa.Table]:
+        nonlocal crashed
+        out = work / f"rows-{start}-{stop}.parquet"
+        proc = subprocess.run([sys.executable, "-c", code, raw_path, str(start), str(stop), str(out), str(spec_path),
+                               str(batch_size)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return [pq.read_table(out)]
+        if stop - start > 1:
+            mid = (start + stop) // 2
+            return run(start, mid) + run(mid, stop)
+        crashed += 1
+        how = (f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}")
+        last = (proc.stderr.strip().splitlines() or [""])[-1][:200]
+        row = raw.slice(start, 1)
+        row = row.set_column(row.schema.get_field_index("reject"), "reject",
+                             pa.array([f"the featuriser's process died on this molecule ({how}{': ' + last if last else ''})"],
+                                      pa.string()))
+        res = featurize_table(row, extractor)  # a rejected row is not parsed again: empty graph, reason kept
+        return [res.set_column(res.schema.get_field_index("reject_code"), "reject_code",
+                               pa.array(["featurizer_crash"], pa.string()))]
+
+    try:
+        parts = run(0, raw.num_rows) if raw.num_rows else []
+        tmp = Path(str(dest) + ".tmp")
+        pq.write_table(pa.concat_tables(parts) if parts else featurize_table(raw, extractor), tmp, compression="lz4")
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return crashed
 
 
 def node_store_path(store_path: str, driver_cache: str | None = None) -> str:
