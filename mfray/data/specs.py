@@ -393,7 +393,12 @@ class DatasetSpec(_Spec):
                 f"{self.spec_path or self.name}: path {raw!r} uses an environment variable that is not set"
             )
         p = Path(expanded)
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        if p.is_absolute():
+            return p
+        try:
+            return (self.base_dir / p).resolve()
+        except (RuntimeError, OSError):  # a symlink loop: left unresolved, check_exists names it
+            return Path(os.path.abspath(self.base_dir / p))
 
     def content_hash(self) -> str:
         return hash_obj(self.model_dump(mode="json"))

@@ -89,7 +89,9 @@ def _to_mol_ids(df: pl.DataFrame, molecule_key: str) -> pl.Series:
         return df["key"]
     sid = df["source_id"]
     as_int = sid.cast(pl.Int64, strict=False)
-    if as_int.null_count() == sid.null_count():
+    # ids are compared as text, exactly: integers are their own mol_id only when every id is written the
+    # way the integer prints ('7', '-3'), so '007'/'7', '+1'/'1' and '-0'/'0' stay different molecules
+    if as_int.null_count() == sid.null_count() and (as_int.cast(pl.String) == sid).all():
         return as_int
     return pl.Series("mol_id", [None if s is None else text_key(s) for s in sid.to_list()], dtype=pl.Int64)
 

@@ -27,7 +27,7 @@ from mfray.data.prepare import write_raw
 from mfray.data.sources import build_source
 from mfray.data.specs import DatasetSpec
 from mfray.data.store import MANIFEST, GraphStore, default_root, finalize, store_key
-from mfray.utils.errors import MfrayError
+from mfray.utils.errors import DataError, MfrayError
 
 #: datasets with fewer source rows than this are featurised in-process by ``executor="auto"``
 LOCAL_BELOW = 50_000
@@ -169,6 +169,9 @@ def featurize_dataset(
                                   on_chunk=lambda n: prog.advance(task, n))
         timings["read"] = round(time.perf_counter() - t, 3)
         n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in raw_files)
+        if n_rows == 0:
+            raise DataError(f"dataset {spec.name!r} ({spec.spec_path or 'spec'}) has no data rows: only a header "
+                            f"(or schema) in {_source_files(source) or 'its source'}")
         chosen = choose_executor(executor, n_rows, local_below_rows)
         how = "in this process" if chosen == "local" else "with Ray Data"
         if executor == "auto":
@@ -209,6 +212,12 @@ def featurize_dataset(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return FeaturizeResult(GraphStore(dest), cache_hit=False, seconds=time.perf_counter() - t0, executor=chosen)
+
+
+def _source_files(source: Any) -> str:
+    """The source's data files, for messages ('' when it has none of its own, e.g. a download)."""
+    files = getattr(getattr(source, "src", None), "files", None)
+    return ", ".join(str(source.path(k)) for k in files) if files else ""
 
 
 def _resplit(files: list[str], n: int) -> list[str]:

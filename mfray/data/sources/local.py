@@ -29,6 +29,15 @@ from mfray.utils.errors import DataError
 from mfray.utils.hashing import file_fingerprint
 
 
+def _id_text(arr: pa.ChunkedArray | pa.Array, path: Path, column: str | None) -> pa.Array:
+    """Ids as trimmed text; an id of only whitespace is missing (null), not the id ""."""
+    try:
+        text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"{path}: id column {column!r} has type {arr.type}; ids must be text or whole numbers") from None
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
 @SOURCES.register("local")
 class LocalFilesSource(Source):
     """Reads the files of a ``kind = "local"`` source spec."""
@@ -128,6 +137,12 @@ class LocalFilesSource(Source):
             header = read_header(p, fmt, f.delimiter, f.encoding)
             header = [h.lstrip("\ufeff") for h in header]
             missing = [c for c in self._columns_needed(key, f) if c not in header]
+            twice = {c: [i + 1 for i, h in enumerate(header) if h == c] for c in self._columns_needed(key, f)
+                     if header.count(c) > 1}
+            if twice:  # a reader would silently take one of them
+                where = "; ".join(f"{c!r} is columns {', '.join(map(str, pos))}" for c, pos in twice.items())
+                raise DataError(f"{p}: the header names a column the spec uses more than once ({where}); "
+                                "rename the copies so that each name is one column")
             if self.spec.split.files is not None and not f.id_column:
                 raise DataError(f"{p}: split.files match rows by id, but file {key!r} has no id_column in the spec "
                                 f"{self.spec.spec_path or self.spec.name}")
@@ -155,59 +170,72 @@ class LocalFilesSource(Source):
             real = [bom[c] for c in needed]
             file_row = 0
             for chunk in iter_file_batches(p, fmt, f.delimiter, f.encoding, real, chunk_rows):
-                chunk = chunk.rename_columns([c.lstrip("\ufeff") for c in chunk.column_names])
-                n = chunk.num_rows
-                cols: dict[str, Any] = {
-                    "row": pa.array(range(row0, row0 + n), pa.int64()),
-                    "file": pa.array([str(p)] * n, pa.string()),
-                    "file_row": pa.array(range(file_row + 1, file_row + n + 1), pa.int64()),
-                }
-                sid = chunk.column(f.id_column) if f.id_column else pa.nulls(n, pa.string())
-                cols["source_id"] = pc.utf8_trim_whitespace(pc.cast(sid, pa.string()))
-                cols["smiles"] = pc.cast(chunk.column(f.smiles_column), pa.string())
-                reasons = []
-                qualified = set(self.qualified_labels())
-                for fid, target in self.labels():
-                    lab = next((lb for lb in self.src.labels if lb.file == key and (lb.fidelity, lb.target) == (fid, target)), None)
-                    if lab is None:
-                        cols[label_column(fid, target)] = pa.nulls(n, pa.float64())
-                        if (fid, target) in qualified:
-                            cols[censor_column(fid, target)] = pa.nulls(n, pa.int8())
-                        continue
-                    vals, why = parse_numeric(chunk.column(lab.column), lab.column, lab.transform)
-                    cols[label_column(fid, target)] = vals
-                    reasons.append(why)
-                    if (fid, target) in qualified:
-                        cens = np.zeros(n, dtype=np.int8)
-                        missing = pc.is_null(vals).to_numpy(zero_copy_only=False)
-                        if lab.qualifier_column:
-                            cens, qwhy = parse_qualifier(chunk.column(lab.qualifier_column), lab.qualifier_column,
-                                                         lab.direction, present=~missing)
-                            reasons.append(qwhy)
-                        cols[censor_column(fid, target)] = pa.array(cens, pa.int8(), mask=missing)
-                for art in self.src.artifacts:
-                    name = artifact_column(art.name)
-                    if art.file != key:
-                        typ = pa.float64() if art.kind == "prediction" else pa.list_(pa.float32())
-                        cols[name] = pa.nulls(n, typ)
-                        continue
-                    if art.kind == "prediction":
-                        vals, why = parse_numeric(chunk.column(art.column), art.column)
-                    else:
-                        vals, why = parse_embedding(chunk.column(art.column), art.column)
-                    cols[name] = vals
-                    reasons.append(why)
-                if self.has_folds():
-                    if by_id is not None:
-                        folds = [by_id.get(v) if v is not None else None for v in cols["source_id"].to_pylist()]
-                    elif split.column in chunk.column_names:
-                        folds, why = parse_folds(pc.cast(chunk.column(split.column), pa.string()).to_pylist(),
-                                                 split.column)
-                        reasons.append(why)
-                    else:
-                        folds = [None] * n
-                    cols["fold"] = pa.array(folds, pa.string())
-                cols["reject"] = pa.array(merge_reasons(*reasons) if reasons else [None] * n, pa.string())
-                yield pa.table({k: cols[k] for k in schema.names}, schema=schema)
-                row0 += n
-                file_row += n
+                try:
+                    yield self._records(chunk, key, f, p, row0, file_row, by_id, schema)
+                except DataError as e:  # a column of the wrong type: name the file
+                    raise DataError(f"{p}: {e}" if str(p) not in str(e) else str(e)) from None
+                row0 += chunk.num_rows
+                file_row += chunk.num_rows
+
+    def _records(self, chunk: pa.Table, key: str, f: FileSpec, p: Path, row0: int, file_row: int,
+                 by_id: dict[str, str] | None, schema: pa.Schema) -> pa.Table:
+        """One chunk of a file as raw records (the columns of :meth:`raw_schema`)."""
+        split = self.spec.split
+        chunk = chunk.rename_columns([c.lstrip("\ufeff") for c in chunk.column_names])
+        n = chunk.num_rows
+        cols: dict[str, Any] = {
+            "row": pa.array(range(row0, row0 + n), pa.int64()),
+            "file": pa.array([str(p)] * n, pa.string()),
+            "file_row": pa.array(range(file_row + 1, file_row + n + 1), pa.int64()),
+        }
+        sid = chunk.column(f.id_column) if f.id_column else pa.nulls(n, pa.string())
+        cols["source_id"] = _id_text(sid, p, f.id_column)
+        try:
+            cols["smiles"] = pc.cast(chunk.column(f.smiles_column), pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(f"SMILES column {f.smiles_column!r} has type {chunk.column(f.smiles_column).type}; "
+                            "expected text") from None
+        reasons = []
+        qualified = set(self.qualified_labels())
+        for fid, target in self.labels():
+            lab = next((lb for lb in self.src.labels if lb.file == key and (lb.fidelity, lb.target) == (fid, target)), None)
+            if lab is None:
+                cols[label_column(fid, target)] = pa.nulls(n, pa.float64())
+                if (fid, target) in qualified:
+                    cols[censor_column(fid, target)] = pa.nulls(n, pa.int8())
+                continue
+            vals, why = parse_numeric(chunk.column(lab.column), lab.column, lab.transform)
+            cols[label_column(fid, target)] = vals
+            reasons.append(why)
+            if (fid, target) in qualified:
+                cens = np.zeros(n, dtype=np.int8)
+                missing = pc.is_null(vals).to_numpy(zero_copy_only=False)
+                if lab.qualifier_column:
+                    cens, qwhy = parse_qualifier(chunk.column(lab.qualifier_column), lab.qualifier_column,
+                                                 lab.direction, present=~missing)
+                    reasons.append(qwhy)
+                cols[censor_column(fid, target)] = pa.array(cens, pa.int8(), mask=missing)
+        for art in self.src.artifacts:
+            name = artifact_column(art.name)
+            if art.file != key:
+                typ = pa.float64() if art.kind == "prediction" else pa.list_(pa.float32())
+                cols[name] = pa.nulls(n, typ)
+                continue
+            if art.kind == "prediction":
+                vals, why = parse_numeric(chunk.column(art.column), art.column)
+            else:
+                vals, why = parse_embedding(chunk.column(art.column), art.column)
+            cols[name] = vals
+            reasons.append(why)
+        if self.has_folds():
+            if by_id is not None:
+                folds = [by_id.get(v) if v is not None else None for v in cols["source_id"].to_pylist()]
+            elif split.column in chunk.column_names:
+                folds, why = parse_folds(pc.cast(chunk.column(split.column), pa.string()).to_pylist(),
+                                         split.column)
+                reasons.append(why)
+            else:
+                folds = [None] * n
+            cols["fold"] = pa.array(folds, pa.string())
+        cols["reject"] = pa.array(merge_reasons(*reasons) if reasons else [None] * n, pa.string())
+        return pa.table({k: cols[k] for k in schema.names}, schema=schema)

@@ -7,6 +7,7 @@ text, so a stray ``"n/a"`` in a label column becomes a per-row rejection reason 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mfray.utils.errors import DataError
+
+#: a number as text: ASCII decimal digits with optional sign, point and exponent, or inf/infinity (then
+#: refused as infinite with its own reason). Digit separators ('1_000', '1,000'), hex and non-ASCII
+#: digits are not numbers here.
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity)", re.ASCII | re.IGNORECASE)
 
 NULL_TOKENS = ["", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None", "none", "#N/A"]
 
@@ -52,10 +58,32 @@ def _find_bad_utf8(path: Path, encoding: str) -> str:
 
 
 def check_exists(path: Path, what: str) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: {what} does not exist")
+    try:
+        path.stat()
+    except OSError as e:
+        if path.is_symlink():
+            raise DataError(f"{path}: {what} is a symbolic link that leads nowhere ({e.strerror})") from None
+        if not path.exists():
+            raise DataError(f"{path}: {what} does not exist") from None
+        raise DataError(f"{path}: {what} cannot be read: {e.strerror}") from None
     if path.is_dir():
         raise DataError(f"{path}: {what} is a folder, expected a file")
+
+
+def _utf16_hint(path: Path, encoding: str) -> str | None:
+    """A message when a file declared UTF-8 is UTF-16/32 text (a byte-order mark, or NUL bytes between
+    ASCII letters, as Excel's "Unicode text" writes), else None."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
+        return None
+    try:
+        with pa.input_stream(str(path)) as f:
+            head = f.read(4096)
+    except (OSError, pa.ArrowInvalid):
+        return None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(head) >= 4 and head.count(b"\x00") >= len(head) // 4):
+        return (f"{path}: the file is UTF-16 (or UTF-32) text, not {encoding}: re-save it as UTF-8, "
+                "or set encoding = 'utf-16' for this file in the spec")
+    return None
 
 
 def read_header(path: Path, fmt: str, delimiter: str | None, encoding: str) -> list[str]:
@@ -65,6 +93,9 @@ def read_header(path: Path, fmt: str, delimiter: str | None, encoding: str) -> l
             return pq.ParquetFile(str(path)).schema_arrow.names
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    hint = _utf16_hint(path, encoding)
+    if hint:
+        raise DataError(hint)
     try:
         reader = _csv_reader(path, fmt, delimiter, encoding, None, block_size=1 << 16)
         return reader.schema.names
@@ -99,16 +130,23 @@ def iter_file_batches(
     path: Path, fmt: str, delimiter: str | None, encoding: str, columns: list[str], chunk_rows: int
 ) -> Iterator[pa.Table]:
     """Yield tables of ``columns`` (CSV: all as strings) in file order, about ``chunk_rows`` each."""
+    done = 0
     if fmt == "parquet":
-        pf = pq.ParquetFile(str(path))
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
-            yield pa.Table.from_batches([batch])
+        try:
+            pf = pq.ParquetFile(str(path))
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+                yield pa.Table.from_batches([batch])
+                done += batch.num_rows
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: corrupt Parquet data after {done:,} good rows ({e}); re-export the file") from None
         return
     try:
         # CSV strings take ~60-100 bytes a row: size blocks to about chunk_rows rows
         reader = _csv_reader(path, fmt, delimiter, encoding, columns, block_size=max(1 << 20, chunk_rows * 96))
     except pa.ArrowInvalid as e:  # the first block is parsed on open
         _raise_csv_error(e, path, fmt, encoding)
+    except OSError as e:
+        _raise_stream_error(e, path, done)
     while True:
         try:
             batch = reader.read_next_batch()
@@ -116,7 +154,17 @@ def iter_file_batches(
             return
         except pa.ArrowInvalid as e:
             _raise_csv_error(e, path, fmt, encoding)
+        except OSError as e:
+            _raise_stream_error(e, path, done)
+        done += batch.num_rows
         yield pa.Table.from_batches([batch])
+
+
+def _raise_stream_error(e: OSError, path: Path, done: int) -> None:
+    compressed = path.suffix.lower() in (".gz", ".bz2", ".zst", ".zstd")
+    what = "the compressed file is truncated or corrupt" if compressed else "the file cannot be read"
+    raise DataError(f"{path}: {what} after {done:,} rows were read ({e}); "
+                    f"{'re-download or re-compress it' if compressed else 'check the file'}") from None
 
 
 def _raise_csv_error(e: Exception, path: Path, fmt: str, encoding: str) -> None:
@@ -166,11 +214,12 @@ def parse_numeric(
             for i, s in enumerate(trimmed.to_pylist()):
                 if s is None or s in NULL_TOKENS:
                     continue
-                try:
+                if _NUMBER.fullmatch(s):  # Python's float() alone would also take '1_000' and non-ASCII digits
                     values[i] = float(s)
-                except ValueError:
+                else:
                     reasons[i] = f"column {column!r}: non-numeric value {s[:40]!r}"
-    elif pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
+    elif (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)
+          or pa.types.is_decimal(arr.type)):
         values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
     else:
         raise DataError(f"column {column!r} has type {arr.type}, expected numbers")
@@ -240,7 +289,10 @@ def parse_embedding(arr: pa.ChunkedArray | pa.Array, column: str) -> tuple[pa.Ar
             continue
         text = s.strip().strip("[]")
         try:
-            vec = [float(x) for x in text.replace(",", " ").split()]
+            tokens = text.replace(",", " ").split()
+            if not all(_NUMBER.fullmatch(x) for x in tokens):
+                raise ValueError
+            vec = [float(x) for x in tokens]
             if not vec or not all(math.isfinite(x) for x in vec):
                 raise ValueError
             out.append(vec)
