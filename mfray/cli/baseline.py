@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mfray.cli.common import at_least
+
 METRICS = ("mae", "rmse", "r2", "pearson")
 
 
@@ -27,11 +29,11 @@ def add_parser(sub) -> None:
     p.add_argument("--augment", choices=sorted(AUGMENTS), help="append an LF input to the features")
     p.add_argument("--aux-key", metavar="KEY", help="the aux input to append instead of the augmentation's default "
                    "(e.g. artifact:SumPredSD); for lf_linear, the LF column to regress on (default lf_label)")
-    p.add_argument("--seed", type=int, action="append", metavar="N",
+    p.add_argument("--seed", type=at_least(0, int, 2**32), action="append", metavar="N",
                    help="split seed, repeatable (default: every seed of the spec)")
     p.add_argument("--grid", default="reference", choices=["reference", "fast"],
                    help="hyperparameter grid (default reference, METHOD.md section 6)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs (default 1)")
+    p.add_argument("--jobs", type=at_least(1), default=1, metavar="N", help="parallel jobs (default 1)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>/baseline_<model>_<features>[_<augment>])")
     p.add_argument("--store-root", metavar="DIR", help="graph store root (default: $MFRAY_CACHE/graphs)")
     add_censored(p)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mfray.cli.common import at_least
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -16,15 +18,15 @@ def add_parser(sub) -> None:
     )
     p.add_argument("spec", metavar="DATA_SPEC", help="dataset spec file (.toml) or a dataset name from `mfray data list`")
     p.add_argument("--out", metavar="DIR", help="store root (default: $MFRAY_CACHE/graphs or ~/.cache/mfray/graphs)")
-    p.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: all CPUs of the Ray cluster)")
+    p.add_argument("--workers", type=at_least(1), metavar="N", help="Ray workers (default: all CPUs of the Ray cluster)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="featurise in this process, without Ray, whatever the size")
     where.add_argument("--ray", action="store_true", help="featurise with Ray Data, whatever the size")
-    p.add_argument("--local-below", type=int, metavar="ROWS",
+    p.add_argument("--local-below", type=at_least(0), metavar="ROWS",
                    help="without --local/--ray: featurise in this process when the source has fewer rows than this, "
                    "else with Ray Data (default $MFRAY_LOCAL_BELOW or 50000: below that, starting Ray costs more "
                    "than it saves; 0 = always Ray)")
-    p.add_argument("--batch-size", type=int, default=2048, metavar="N", help="molecules per featurise task (default 2048)")
+    p.add_argument("--batch-size", type=at_least(1), default=2048, metavar="N", help="molecules per featurise task (default 2048)")
     p.add_argument("--force", action="store_true", help="rebuild even if the store exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

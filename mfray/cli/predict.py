@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mfray.cli.common import at_least
 from mfray.utils.errors import MfrayError
 
 
@@ -30,12 +31,12 @@ def add_parser(sub) -> None:
                    "model folder, or the path the model recorded)")
     p.add_argument("--embeddings", action="store_true", help="also write each molecule's graph embedding "
                    "(an ensemble: its first member's); CSV: one column per dimension")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="molecules per forward pass (default 256)")
-    p.add_argument("--chunk-rows", type=int, default=4096, metavar="N",
+    p.add_argument("--batch-size", type=at_least(1), default=256, metavar="N", help="molecules per forward pass (default 256)")
+    p.add_argument("--chunk-rows", type=at_least(1), default=4096, metavar="N",
                    help="rows read, featurised and written at a time (bounds memory; default 4096)")
     p.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
                    help="local: this process; ray: Ray Data actors (all CPUs); auto: ray from 50,000 rows (default)")
-    p.add_argument("--workers", type=int, metavar="N", help="Ray Data actors (default: one per CPU)")
+    p.add_argument("--workers", type=at_least(1), metavar="N", help="Ray Data actors (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 

@@ -33,6 +33,7 @@ Example (a local two-fidelity dataset)::
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mfray.utils.errors import SpecError
 from mfray.utils.hashing import hash_obj
 from mfray.utils.io import read_toml_file
+
+#: fidelity and target names: they become column names and are written "fidelity:target" on the command
+#: line and in study specs, so a colon (or a space, or a slash) would split or break them
+LabelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
 
 
 class _Spec(BaseModel):
@@ -76,8 +81,8 @@ class FileSpec(_Spec):
 class LabelSpec(_Spec):
     """A numeric label column: one (fidelity, target) pair read from one file."""
 
-    fidelity: str
-    target: str
+    fidelity: LabelName
+    target: LabelName
     file: str
     column: str
     transform: Transform = "none"
@@ -290,7 +295,7 @@ class SplitSpec(_Spec):
     kind: Literal["random", "scaffold", "predefined"] = "random"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seeds: list[int] = [0, 1, 2, 3, 4]
-    fidelity: str | None = None  # which fidelity's molecules are split (default: the highest)
+    fidelity: LabelName | None = None  # which fidelity's molecules are split (default: the highest)
     column: str | None = None  # predefined: the column holding each row's fold
     files: dict[Literal["train", "valid", "test"], str] | None = None  # predefined: fold -> file of ids
     id_column: str | None = None  # predefined with files: their id column (default: "id")
@@ -298,8 +303,22 @@ class SplitSpec(_Spec):
     @field_validator("fractions")
     @classmethod
     def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(f < 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
-            raise ValueError(f"fractions must be >= 0 and sum to 1 (got {list(v)})")
+        if not all(math.isfinite(f) and f > 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"fractions (train, valid, test) must each be > 0 and sum to 1 (got {list(v)}): "
+                             "training stops early on valid and is scored on test")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("seeds: give at least one seed")
+        bad = [s for s in v if not 0 <= s < 2**32]
+        if bad:
+            raise ValueError(f"seeds: {bad[0]} is not in 0 .. 2**32 - 1")
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"seeds: {twice} given more than once (each seed is one split)")
         return v
 
     @model_validator(mode="after")
@@ -326,10 +345,11 @@ Duplicates = Literal["mean", "median", "max", "min", "first", "mfpcba", "quarant
 class DatasetSpec(_Spec):
     """A dataset: its source, fidelities (lowest first), preparation and splits."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    #: also the store's folder name: letters, digits, '_', '-', '.', not starting with '.' (no '..')
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$", max_length=128)
     description: str = ""
     task_type: Literal["regression", "classification"] = "regression"
-    fidelities: list[str] = ["lf", "hf"]
+    fidelities: list[LabelName] = ["lf", "hf"]
     duplicates: Duplicates = "quarantine"
     #: ``structure``: molecules are identified by their standardised structure (rows of different
     #: files or ids that are the same molecule are joined); ``id``: by the files' id columns.

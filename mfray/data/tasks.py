@@ -164,6 +164,11 @@ def load_task(
         raise DataError(f"fidelity {fidelity!r} is not one of {fidelities}")
     tl = store.table("task_labels")
     available = tl.filter(pl.col("fidelity") == fidelity)["target"].unique().sort().to_list()
+    if not available:
+        have = sorted(set(tl["fidelity"].unique().to_list()))
+        raise DataError(f"{store.path}: dataset {spec.get('name', '?')!r} has no {fidelity} labels to train on "
+                        f"(its stored labels are of fidelit{'y' if len(have) == 1 else 'ies'} {have}); a model is "
+                        f"trained on the highest fidelity ({fidelities[-1]!r}) unless split.fidelity says otherwise")
     targets = targets or available
     missing = [t for t in targets if t not in available]
     if missing:

@@ -105,6 +105,33 @@ class TrainConfig:
     #: them (less memory, ~1/3 more forward compute); readouts that support it: set_transformer
     activation_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse values training cannot use, naming the setting (a study checks them before Ray starts)."""
+        import math
+
+        def bad(key: str, rule: str) -> None:
+            raise ValueError(f"{key} = {getattr(self, key)!r}: {rule}")
+
+        for key in ("batch_size", "num_threads"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                bad(key, "give a whole number >= 1")
+        if not isinstance(self.max_epochs, int) or self.max_epochs < 0:  # 0: only the starting point is scored
+            bad("max_epochs", "give a whole number >= 0")
+        for key in ("patience", "lr_patience"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                bad(key, "give a whole number >= 0")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            bad("max_steps_per_epoch", "give a whole number >= 1 (or leave it out)")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr >= 0):
+            bad("lr", "give a number >= 0")
+        if not (math.isfinite(self.lr_factor) and 0 < self.lr_factor < 1):
+            bad("lr_factor", "give a number between 0 and 1")
+        for key in ("weight_decay", "task_weight", "recon_weight", "kl_weight"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                bad(key, "give a number >= 0")
+        if not 0 <= self.seed < 2**32:
+            bad("seed", "give a whole number in 0 .. 2**32 - 1")
+
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:
         """The reference implementation's HF protocol (METHOD.md section 7): Adam 1e-4, batch 32, at most

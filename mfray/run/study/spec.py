@@ -72,6 +72,8 @@ def _typed(adapter: Any, overrides: dict[str, Any], section: str) -> None:
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(x) for x in first["loc"])
+        if not key:  # the config's own check (its __post_init__) names the key: "batch_size = 0: ..."
+            raise ValueError(f"{section}.{first['msg'].removeprefix('Value error, ')}") from None
         raise ValueError(f"{section}.{key} = {first.get('input')!r}: {first['msg']}") from None
 
 
@@ -326,10 +328,46 @@ class StudySpec(_Spec):
                 raise ValueError(f"strategy {s!r} runs in none of the settings {self.settings} (e.g. 'label' needs "
                                  "a measured LF label for every test molecule, which the inductive setting hides: "
                                  "use hybrid_label, predicted_label or delta, or add the transductive setting)")
+        self._check_models()
         if self.search.storage and self.search.storage.startswith("sqlite") is False and "://" not in self.search.storage \
                 and not self.search.storage.endswith((".db", ".sqlite", ".sqlite3")):
             raise ValueError(f"search.storage {self.search.storage!r}: give a SQLite file (*.db) or a database URL")
         return self
+
+    def _check_models(self) -> None:
+        """Build every model the study can train (each readout it names, HF and LF) on torch's meta device
+        (no memory, no data), so that settings the modules refuse (a ``num_heads`` that does not divide
+        ``hidden_dim``, an unknown ``encoder_kwargs`` key, a string where a number goes) are reported
+        here, naming the keys, and not a minute later inside a Ray trial."""
+        import torch
+
+        from mfray.models.model import build_model
+        from mfray.models.spec import ModelSpec
+        from mfray.run.study.space import lf_model_config
+
+        readouts = dict.fromkeys([*self.readout_choices(), *self.readout_kwargs,
+                                  *sum(self.pretrain.readouts.values(), []), self.pretrain.artifact_readout])
+        if not readouts:
+            readouts = {ModelSpec().readout: None}
+        builds = [(f"[model] with readout {r!r}" + (f" and [readout_kwargs.{r}]" if r in self.readout_kwargs else ""),
+                   {**self.model, "readout": r, **({"readout_kwargs": self.readout_kwargs[r]}
+                                                   if r in self.readout_kwargs else {})}) for r in readouts]
+        for key, choices in self.search.space.items():  # each listed choice of a searched model setting
+            if key in MODEL_KEYS and isinstance(choices, list):
+                builds += [(f"search.space.{key} = {c!r} with readout {r!r}", {**cfg, key: c})
+                           for c in choices for (_, cfg), r in zip(builds[: len(readouts)], readouts)]
+        if self.pretrain.size != "study" or not self.model:
+            builds += [(f"the LF model ([pretrain] size = {self.pretrain.size!r}) with readout {r!r}",
+                        {**lf_model_config(self, r), "readout": r}) for r in readouts]
+        for what, cfg in builds:
+            try:
+                with torch.device("meta"):
+                    build_model(ModelSpec(**cfg))
+            except Exception as e:  # noqa: BLE001 - any refusal of the modules is a spec error here
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                given = ", ".join(f"{k} = {cfg[k]!r}" for k in ("encoder_kwargs", "readout_kwargs", "head_kwargs")
+                                  if cfg.get(k))
+                raise ValueError(f"{what} cannot be built: {msg}" + (f" (with {given})" if given else "")) from None
 
     # ------------------------------------------------------------------ derived
     @property
