@@ -55,9 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from mfray.predict.stream import count_rows
     from mfray.run.predict import predict_file
 
-    for flag, v in (("--batch-size", args.batch_size), ("--chunk-rows", args.chunk_rows), ("--workers", args.workers)):
-        if v is not None and v < 1:
-            raise MfrayError(f"{flag} must be at least 1 (got {v})")
     src = Path(args.input)
     out = Path(args.out) if args.out else _default_out(src)
     if not out.name.lower().endswith((".csv", ".parquet", ".pq")):

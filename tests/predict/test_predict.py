@@ -125,8 +125,10 @@ def test_cli_predict_and_its_errors(demo_store, lf_ckpt, screen, tmp_path, capsy
     err = capsys.readouterr().err
     assert "no molecule could be scored: 2 of 2 rows rejected" in err and not (tmp_path / "b.csv").exists()
     assert pl.read_csv(tmp_path / "b.rejected.csv").height == 2
-    for bad, needle in ((["--batch-size", "0"], "--batch-size must be at least 1"),
-                        (["--smiles-column", "nope"], "--smiles-column 'nope' is not a column"),
+    with pytest.raises(SystemExit) as e:  # argparse: a usage error, exit 2
+        main(["predict", str(out), str(path), "--batch-size", "0"])
+    assert e.value.code == 2 and "argument --batch-size: 0: give at least 1" in capsys.readouterr().err
+    for bad, needle in ((["--smiles-column", "nope"], "--smiles-column 'nope' is not a column"),
                         (["--out", str(tmp_path / "x.txt")], "give a .csv or .parquet"),
                         (["--lf-column", "nope"], "--lf-column 'nope' is not a column")):
         assert main(["predict", str(out), str(path), "--no-progress", *bad]) == 2, bad
