@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
                    help="the local Ray serves the Ray dashboard (http://127.0.0.1:8265, or the next free port; printed "
                    "when Ray starts) while the study runs: jobs, actors, per-worker CPU and memory, logs "
                    "(also: MFRAY_RAY_DASHBOARD=1)")
+    r.add_argument("--force-unlock", action="store_true",
+                   help="take over the study's lease from a driver that is gone (another machine, killed) without "
+                   "waiting for its heartbeat to go stale; a second live driver is refused without it")
     r.set_defaults(func=run)
     e = ss.add_parser("export", parents=[common], help="a study's models of one task and strategy as a folder mfray predict uses",
                       description="Write the refits of one (task, setting, strategy) of a finished study, one per split "
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from mfray.run.study.runner import StudyInterrupted
 
     try:
-        outcome = run_study(plan, log=log, ray_dashboard=args.ray_dashboard)
+        outcome = run_study(plan, log=log, ray_dashboard=args.ray_dashboard, force_unlock=args.force_unlock)
     except StudyInterrupted as e:
         print(f"study {plan.study.name} stopped by {e} after {time.perf_counter() - t0:.0f} s: finished work is kept "
               f"and nothing was marked failed; resume with the same command", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM on `mfray study run`: the first one stops the study cleanly (exit 130 / 143, "resume with
 the same command"), the search it interrupted is neither recorded as failed nor as done, and running the
-same command again finishes the study with no failed search and no duplicate rows."""
+same command again finishes the study with no failed search and no duplicate rows. While the first
+driver runs, a second one on the same storage is refused (exit 2, naming the first)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,12 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
     log1 = tmp_path / "run1.log"
     proc = _start(spec, storage, env, log1)
     _wait_for(proc, lambda: _trial_running(storage), log1)
+    # a second driver on the same storage is refused while the first one runs (issue 13, class 9)
+    second = subprocess.run([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
+                             "--no-report"], env=env, capture_output=True, text=True, timeout=300)
+    print("\n--- second driver:\n" + second.stderr.strip().splitlines()[-1])
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"is being run by another driver (pid {proc.pid} on " in second.stderr and "Traceback" not in second.stderr
     os.killpg(proc.pid, signal.SIGINT)
     rc = proc.wait(timeout=600)
     err = log1.read_text()

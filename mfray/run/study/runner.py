@@ -31,6 +31,7 @@ from typing import Any, Callable
 from mfray.data.store import default_root
 from mfray.results.record import RunRecord
 from mfray.results.store import ResultsStore
+from mfray.run.study.lease import DriverLease
 from mfray.run.study.plan import LFPlan, SearchPlan, StudyPlan, TaskPlan, run_key
 from mfray.run.study.space import resolve_config, suggest
 from mfray.run.study.spec import AUTO
@@ -127,11 +128,13 @@ _STOP: _StopSignals | None = None
 class _Heartbeat:
     """``studies/<name>/driver.json``: who runs the study, which phase, last sign of life."""
 
-    def __init__(self, plan: StudyPlan, every: float = 10.0) -> None:
+    def __init__(self, plan: StudyPlan, lease: DriverLease, log: Callable[[str], None], every: float = 10.0) -> None:
         self.loc = plan.study_dir.child("driver.json")
+        self.lease = lease
+        self.log = log
         self.state: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv,
                                       "started_at": datetime.now(UTC).isoformat(), "phase": "starting",
-                                      "state": "running"}
+                                      "state": "running", "token": lease.token}
         self.every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="mfray-heartbeat")
@@ -145,10 +148,16 @@ class _Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
+            if not self.lease.still_ours():  # another driver took the lease (--force-unlock): stop cleanly
+                self.log("another driver has taken this study's lease (mfray study run --force-unlock); stopping")
+                self.state["state"] = "lost lease"
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             self._write()
 
     def __enter__(self) -> _Heartbeat:
         self._write()
+        self.lease.confirm()
         self._thread.start()
         return self
 
@@ -166,7 +175,9 @@ class _Heartbeat:
             self.state["state"] = "interrupted" if stopped else "failed"
             if exc is not None:
                 self.state["error"] = f"{type(exc).__name__}: {exc}"
-        self._write()
+        if self.state["state"] != "lost lease":  # the new holder's record is not ours to overwrite
+            self._write()
+        self.lease.release()
 
 
 def _context(plan: StudyPlan, task: TaskPlan, search: SearchPlan | None = None) -> TrialContext:
@@ -676,10 +687,13 @@ class _RayOnDemand:
         _check_local_resources(self.plan.study)
 
 
-def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard: bool = False) -> StudyOutcome:
+def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard: bool = False,
+              force_unlock: bool = False) -> StudyOutcome:
     """Run every step of ``plan`` that is not done yet (see module docstring). Ray starts on the first
     step that needs it (never, when every step is done); ``ray_dashboard``: its local Ray serves the
-    Ray dashboard (:func:`mfray.run.runtime.ensure_ray`)."""
+    Ray dashboard (:func:`mfray.run.runtime.ensure_ray`). One driver per study and storage: another live
+    driver's lease is :class:`~mfray.run.study.lease.StudyLocked` (``force_unlock`` takes a lease
+    whose driver is gone without waiting for its heartbeat to go stale)."""
     t0 = time.perf_counter()
     outcome = StudyOutcome()
     study = plan.study
@@ -689,12 +703,18 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard
         log(f"note: {note}")
     if not plan.tasks:
         raise MfrayError(f"study {study.name}: none of its tasks has data here")
-    plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))
+    lease = DriverLease(plan.study_dir, study.name, force=force_unlock)
+    lease.acquire(log)
+    try:
+        plan.study_dir.child("spec.json").write_json(study.model_dump(mode="json"))
+    except BaseException:
+        lease.release()
+        raise
     global _STOP
     # Ray Tune's own SIGINT handler would end a search as "no trial finished" and let the study go on to
     # the next; mfray's decides (it ends the search through Tune's SIGUSR1 handler, which saves its state)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    with _StopSignals(log) as stop, _Heartbeat(plan) as hb:
+    with _StopSignals(log) as stop, _Heartbeat(plan, lease, log) as hb:
         _STOP = stop
         try:
             need_ray = _RayOnDemand(plan, log, dashboard=ray_dashboard)

@@ -7,11 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mfray.results.store import ResultsStore
+from mfray.run.study.lease import age_s, holds_lease
 from mfray.run.study.plan import StudyPlan
 from mfray.run.study.steps import study_steps
-
-#: a driver whose heartbeat is older than this is taken to be gone
-STALE_SECONDS = 60
 
 
 @dataclass
@@ -74,32 +72,14 @@ def read_driver(plan: StudyPlan) -> dict[str, Any] | None:
 
 
 def driver_live(driver: dict[str, Any] | None) -> bool:
-    """A study driver says it is running, has written its heartbeat in the last :data:`STALE_SECONDS`,
-    and (on this machine) its process exists."""
-    return bool(driver) and driver.get("state") == "running" and not _gone(driver) and _age(driver) <= STALE_SECONDS
+    """A study driver holds its lease (:func:`mfray.run.study.lease.holds_lease`): it says it is running,
+    its heartbeat is fresh, and (on this machine) its process exists."""
+    return bool(driver) and holds_lease(driver)
 
 
 def _age(driver: dict[str, Any]) -> float:
-    try:
-        return (datetime.now(UTC) - datetime.fromisoformat(driver["updated_at"])).total_seconds()
-    except (KeyError, ValueError):
-        return float("inf")
-
-
-def _gone(driver: dict[str, Any]) -> bool:
-    """The driver ran on this machine and its process no longer exists."""
-    import os
-    import socket
-
-    if driver.get("host") != socket.gethostname() or not isinstance(driver.get("pid"), int):
-        return False
-    try:
-        os.kill(driver["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    age = age_s(driver)
+    return float("inf") if age is None else age
 
 
 def study_status(plan: StudyPlan) -> StudyStatus:

@@ -1,0 +1,95 @@
+"""Issue 13, class 9: one driver per study and storage (the lease; no Ray, no training).
+
+The two-drivers case end to end (a second `mfray study run` refused while the first runs) is in
+tests/integration/test_study_signals.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mfray.run.study.lease import STALE_AFTER_S, DriverLease, StudyLocked, holds_lease
+from mfray.utils.location import Location
+
+
+def _record(study_dir, **over):
+    rec = {"state": "running", "host": socket.gethostname(), "pid": os.getpid(), "token": "theirs",
+           "started_at": "2026-12-07T10:00:00+00:00", "phase": "search",
+           "updated_at": datetime.now(UTC).isoformat(), **over}
+    study_dir.mkdir(parents=True, exist_ok=True)
+    (study_dir / "driver.json").write_text(json.dumps(rec))
+    return rec
+
+
+def _sleeper():
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+def test_a_live_driver_on_this_machine_holds_the_lease(tmp_path):
+    proc = _sleeper()
+    try:
+        _record(tmp_path / "s", pid=proc.pid)
+        with pytest.raises(StudyLocked, match=rf"is being run by another driver \(pid {proc.pid} on "):
+            DriverLease(Location(tmp_path / "s"), "s").acquire(print)
+    finally:
+        proc.kill()
+        proc.wait()
+    # its process is gone: the lease is free at once, no waiting for the heartbeat to go stale
+    _acquire_release(tmp_path / "s")
+
+
+def test_a_driver_on_another_machine_holds_it_until_its_heartbeat_is_stale(tmp_path):
+    _record(tmp_path / "s", host="node-7", pid=12345)
+    with pytest.raises(StudyLocked, match="pass --force-unlock"):
+        DriverLease(Location(tmp_path / "s"), "s").acquire(print)
+    said: list[str] = []
+    forced = DriverLease(Location(tmp_path / "s"), "s", force=True)
+    forced.acquire(said.append)
+    forced.release()
+    assert "taking the study over from pid 12345 on node-7" in said[0]
+    old = (datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S + 5)).isoformat()
+    rec = _record(tmp_path / "s", host="node-7", pid=12345, updated_at=old)
+    assert not holds_lease(rec)
+    DriverLease(Location(tmp_path / "s"), "s").acquire(print)
+
+
+def _acquire_release(path):
+    lease = DriverLease(Location(path), "s")
+    lease.acquire(print)
+    lease.release()
+
+
+def test_finished_or_unreadable_records_hold_nothing(tmp_path):
+    _record(tmp_path / "s", host="node-7", state="finished")
+    _acquire_release(tmp_path / "s")
+    (tmp_path / "s" / "driver.json").write_text("{half")
+    _acquire_release(tmp_path / "s")
+
+
+def test_the_lock_file_makes_taking_it_atomic_on_one_machine(tmp_path):
+    first = DriverLease(Location(tmp_path / "s"), "s")
+    first.acquire(print)
+    with pytest.raises(StudyLocked, match="a live process on this machine holds its lock"):
+        DriverLease(Location(tmp_path / "s"), "s").acquire(print)
+    first.release()
+    _acquire_release(tmp_path / "s")
+
+
+def test_on_object_storage_the_token_is_read_back(tmp_path):
+    loc = Location(tmp_path / "s")
+    loc.is_local = False  # the object-storage route: no flock, write then read back (pyarrow's local fs)
+    mine = DriverLease(loc, "s")
+    mine.acquire(print)
+    _record(tmp_path / "s", host="node-7", pid=1, token=mine.token)
+    assert mine.still_ours()
+    mine.confirm()
+    _record(tmp_path / "s", host="node-7", pid=1, token="another")  # another driver wrote at the same moment
+    assert not mine.still_ours()
+    with pytest.raises(StudyLocked, match="pid 1 on node-7"):
+        mine.confirm()
