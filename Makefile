@@ -18,7 +18,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 GPU_PYTHON ?= $(BIN)/python
 
-.PHONY: demo test bench gpu-check lint lock clean
+.PHONY: demo test faults bench gpu-check lint lock clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+faults: $(VENV)/.installed   # the fault suite alone (it is part of `make test` too)
+	$(BIN)/python -m pytest -q -s -m faults
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/featurize_benchmark.py

@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mfray {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        from mfray.utils.errors import storage_error
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+        err = storage_error(e)
+        if err is None:
+            raise
+        print(f"mfray {args.verb}: error: {err}", file=sys.stderr)
+        return 2

@@ -11,7 +11,9 @@ half-store behind and a re-run is a cache hit only when the previous run finishe
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -27,7 +29,7 @@ from mfray.data.prepare import write_raw
 from mfray.data.sources import build_source
 from mfray.data.specs import DatasetSpec
 from mfray.data.store import MANIFEST, GraphStore, default_root, finalize, store_key
-from mfray.utils.errors import DataError, MfrayError
+from mfray.utils.errors import DataError, MfrayError, storage_errors
 
 #: datasets with fewer source rows than this are featurised in-process by ``executor="auto"``
 LOCAL_BELOW = 50_000
@@ -157,8 +159,23 @@ def featurize_dataset(
     if hasattr(source, "check_columns"):
         source.check_columns()  # fail before any work, naming the file and columns
 
+    with storage_errors(root):
+        return _featurize_into(spec, root, source, fingerprint, extractor, key, dest, t0, executor=executor,
+                               local_below_rows=local_below_rows, ray_init=ray_init, num_workers=num_workers,
+                               batch_size=batch_size, chunk_rows=chunk_rows, progress=progress, log=log)
+
+
+def _featurize_into(spec: DatasetSpec, root: Path, source: Any, fingerprint: dict[str, Any], extractor: Any,
+                    key: str, dest: Path, t0: float, *, executor: str, local_below_rows: int | None,
+                    ray_init: Callable[[], Any] | None, num_workers: int | None, batch_size: int, chunk_rows: int,
+                    progress: bool, log: Callable[[str], Any]) -> FeaturizeResult:
+    """The work of :func:`featurize_dataset` once the store is known to be missing: read, featurise,
+    finalise into ``dest`` (storage errors are turned into messages naming ``root`` by the caller)."""
     root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{key}.", dir=root))
+    removed = remove_leftover_work(root)
+    if removed:
+        log(f"removed {removed} work folder(s) left in {root} by featurise runs that were killed")
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{key}.{_HOST}.{os.getpid()}.", dir=root))
     timings: dict[str, float] = {}
     try:
         # 1. source -> raw shards
@@ -212,6 +229,31 @@ def featurize_dataset(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return FeaturizeResult(GraphStore(dest), cache_hit=False, seconds=time.perf_counter() - t0, executor=chosen)
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+#: a featurise work folder: .<dataset>-<key>.<host>.<pid>.<random> in the store root
+_WORK_DIR = re.compile(r"^\..+-[0-9a-f]+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[^.]+$")
+
+
+def remove_leftover_work(root: Path) -> int:
+    """Delete the work folders of featurise runs on this machine whose process is gone (a killed run
+    leaves its raw shards behind; a finished or failed one removes its own). Returns how many."""
+    n = 0
+    for p in root.glob(".*"):
+        m = _WORK_DIR.match(p.name)
+        if not m or not p.is_dir() or m["host"] != _HOST:
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    return n
 
 
 def _source_files(source: Any) -> str:

@@ -18,6 +18,8 @@ import pytest
 from mfray.data.specs import load_spec
 from mfray.run.featurize import featurize_dataset
 
+pytestmark = pytest.mark.faults
+
 CHAIN = "C" * 20_000
 
 SPEC = """

@@ -71,8 +71,9 @@ def test_the_threshold_from_flag_environment_and_default(monkeypatch):
 
 def test_bad_featurize_flags_exit_2(no_ray, tmp_path, capsys):
     common = ["featurize", "aid1445", "--out", str(tmp_path), "--no-progress"]
-    assert main([*common, "--local-below", "-5"]) == 2
-    assert "--local-below -5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse: a usage error naming the flag
+        main([*common, "--local-below", "-5"])
+    assert e.value.code == 2 and "argument --local-below: -5: give at least 0" in capsys.readouterr().err
     assert main([*common, "--local", "--local-below", "5"]) == 2
     assert "--local-below" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # argparse: the two are exclusive

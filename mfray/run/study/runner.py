@@ -37,7 +37,7 @@ from mfray.run.study.space import resolve_config, suggest
 from mfray.run.study.spec import AUTO
 from mfray.run.study.steps import Step, study_steps
 from mfray.run.study.trial import TrialContext, baseline, export_lf_outputs, hf_trial, refit
-from mfray.utils.errors import MfrayError
+from mfray.utils.errors import MfrayError, storage_errors
 from mfray.utils.hashing import hash_obj
 
 
@@ -205,7 +205,44 @@ def _optuna_storage(plan: StudyPlan):
         return None
     import optuna
 
+    if url.startswith("sqlite:///"):  # SQLite does not make the folder of its file
+        db = url[len("sqlite:///"):]
+        try:
+            os.makedirs(os.path.dirname(db) or ".", exist_ok=True)
+        except OSError as e:
+            raise MfrayError(f"search.storage: cannot make the folder of the Optuna database {db}: {e.strerror}") from None
     return optuna.storages.RDBStorage(url)
+
+
+def _set_aside(path: str) -> str:
+    """Rename a Tune experiment folder that cannot be restored, so the search starts afresh under its name."""
+    aside = f"{path}.unreadable-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    if "://" in path:
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(path)
+        fs.move(p, pafs.FileSystem.from_uri(aside)[1])
+    else:
+        os.replace(path, aside)
+    return aside
+
+
+def check_storage(plan: StudyPlan) -> None:
+    """Fail before any work when the study's storage cannot be written, naming the path: a file where
+    the folder goes, a read-only folder, no permission (object storage is found out on first write)."""
+    if not plan.storage.is_local:
+        return
+    root = plan.storage.path
+    if root.exists() and not root.is_dir():
+        raise MfrayError(f"--storage {root}: this is a file; give a folder (it is made when missing)")
+    probe = plan.study_dir.path / f".write-test-{os.getpid()}"
+    try:
+        plan.study_dir.path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        where = e.filename or plan.study_dir.path
+        raise MfrayError(f"--storage {root}: cannot write there ({where}: {e.strerror})") from None
 
 
 # ------------------------------------------------------------------------------------- steps
@@ -354,12 +391,21 @@ def search_step(plan: StudyPlan, search: SearchPlan, outcome: StudyOutcome, log:
     run_config = tune.RunConfig(name=name, storage_path=plan.ray_storage.uri, verbose=0,
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                 failure_config=tune.FailureConfig(max_failures=study.failure.trial_retries))
+    tuner = None
     if tune.Tuner.can_restore(path):
-        log(f"search {search.label}: resuming an interrupted search [{search.key}]")
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
-        outcome.add("search", "resumed")
-    else:
+        try:
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        except Exception as e:  # noqa: BLE001 - a state Tune cannot read: truncated (full disk), foreign, corrupt
+            aside = _set_aside(path)
+            log(f"search {search.label}: its saved state cannot be read ({type(e).__name__}: "
+                f"{str(e)[:200] or 'empty file'}; a full disk or a killed write?): starting the search over "
+                f"[{search.key}]; the unreadable state is kept in {aside}")
+            outcome.add("search", "restarted")
+        else:
+            log(f"search {search.label}: resuming an interrupted search [{search.key}]")
+            outcome.add("search", "resumed")
+    if tuner is None:
         log(f"search {search.label}: {study.search.num_samples} trial(s), at most "
             f"{study.search.max_concurrent_trials} at once [{search.key}]")
         sampler = optuna.samplers.TPESampler(seed=study.search.seed, n_startup_trials=study.search.n_startup_trials)
@@ -703,6 +749,7 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard
         log(f"note: {note}")
     if not plan.tasks:
         raise MfrayError(f"study {study.name}: none of its tasks has data here")
+    check_storage(plan)
     lease = DriverLease(plan.study_dir, study.name, force=force_unlock)
     lease.acquire(log)
     try:
@@ -714,7 +761,7 @@ def run_study(plan: StudyPlan, log: Callable[[str], None] = print, ray_dashboard
     # Ray Tune's own SIGINT handler would end a search as "no trial finished" and let the study go on to
     # the next; mfray's decides (it ends the search through Tune's SIGUSR1 handler, which saves its state)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    with _StopSignals(log) as stop, _Heartbeat(plan, lease, log) as hb:
+    with _StopSignals(log) as stop, _Heartbeat(plan, lease, log) as hb, storage_errors(plan.storage.uri):
         _STOP = stop
         try:
             need_ray = _RayOnDemand(plan, log, dashboard=ray_dashboard)
