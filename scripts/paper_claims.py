@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("store", help="results store root holding study=mfpcba9_transfer[_sum]/")
     ap.add_argument("--metric", default="r2")
     ap.add_argument("--tie", type=float, default=0.005, help="|change| below this is a tie (default 0.005)")
+    ap.add_argument("--extra", metavar="CSV", help="per-task means measured elsewhere (columns study, task, setting, "
+                    "strategy, metric, mean; '#' lines are comments), added for tasks the store lacks")
     args = ap.parse_args(argv)
     store = ResultsStore(args.store)
     if MAIN not in store.studies():
@@ -90,6 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a metric the store lacks
         print(f"error: {args.store}: {e}", file=sys.stderr)
         return 2
+
+    if args.extra:
+        try:
+            extra = pl.read_csv(args.extra, comment_prefix="#").filter(pl.col("metric") == args.metric)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            print(f"error: --extra {args.extra}: {e}", file=sys.stderr)
+            return 2
+
+        def add(df: pl.DataFrame | None, study: str) -> pl.DataFrame | None:
+            rows = extra.filter(pl.col("study") == study)
+            if df is not None:
+                rows = rows.filter(~pl.col("task").is_in(df["task"].unique().to_list()))
+            rows = rows.select("task", "setting", "strategy", n=pl.lit(None, pl.UInt32), mean=pl.col("mean").cast(pl.Float64))
+            return rows if df is None else pl.concat([df, rows], how="vertical_relaxed")
+
+        main_df, sum_df = add(main_df, MAIN), add(sum_df, SUM)
 
     def strat(df: pl.DataFrame, s: str) -> pl.DataFrame:
         return df.filter(pl.col("strategy") == s)

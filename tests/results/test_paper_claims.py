@@ -59,3 +59,17 @@ def test_a_store_without_the_study_exits_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert _claims().main([str(tmp_path / "empty")]) == 2
     assert "no results of study 'mfpcba9_transfer'" in capsys.readouterr().err
+
+
+def test_extra_per_task_means_add_tasks_the_store_lacks(tmp_path, capsys):
+    extra = tmp_path / "extra.csv"
+    extra.write_text("# measured elsewhere\nstudy,task,setting,strategy,metric,mean\n"
+                     "mfpcba9_transfer,t3:hf/DR,inductive,base,r2,0.1\n"
+                     "mfpcba9_transfer,t3:hf/DR,inductive,embeddings,r2,0.5\n"
+                     "mfpcba9_transfer,t1:hf/DR,inductive,embeddings,r2,-9\n"  # the store has t1: ignored
+                     "mfpcba9_transfer,t3:hf/DR,inductive,base,mae,7\n")  # another metric: ignored
+    assert _claims().main([str(_store(tmp_path)), "--extra", str(extra)]) == 0
+    out = {line.split("|")[1].strip(): line.split("|")[2:4] for line in capsys.readouterr().out.splitlines()
+           if line.startswith("| (")}
+    assert out["(a) embeddings vs base, inductive"] == [" 3/0/0 of 3 ", " +0.300 "]
+    assert _claims().main([str(_store(tmp_path)), "--extra", str(tmp_path / "missing.csv")]) == 2
