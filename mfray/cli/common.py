@@ -161,3 +161,13 @@ def freeze_stages(text: str) -> str:
     if bad:
         raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
     return ",".join(names)
+
+
+def tell_skipped(store) -> None:
+    """Name on stderr every results part a report could not use (the report covers the others)."""
+    import sys
+
+    if store.skipped:
+        print(f"warning: {len(store.skipped)} results part(s) skipped, the report covers the others:", file=sys.stderr)
+        for path, why in store.skipped:
+            print(f"  {path}: {why}", file=sys.stderr)

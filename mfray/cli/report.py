@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mfray.cli.common import tell_skipped
 from mfray.utils.errors import MfrayError
 
 
@@ -57,14 +58,6 @@ def _store(storage: str):
     return store
 
 
-def _tell_skipped(store) -> None:
-    """Name every part the report could not use (the report covers the others)."""
-    if store.skipped:
-        print(f"warning: {len(store.skipped)} results part(s) skipped, the report covers the others:", file=sys.stderr)
-        for path, why in store.skipped:
-            print(f"  {path}: {why}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     from mfray.results.plots import check_formats
     from mfray.results.report import make_report
@@ -82,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                            base=args.base, fold=args.fold, seed_test=args.seed_test, plot_formats=formats,
                            transpose_tables=args.transpose)
     finally:
-        _tell_skipped(store)
+        tell_skipped(store)
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text)

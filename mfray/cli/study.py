@@ -170,12 +170,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {f['step']} {f.get('search') or f.get('run')}: {f['error']}", file=sys.stderr)
     store = ResultsStore(plan.results.uri)
     if not args.no_report and plan.study.name in store.studies():
-        from mfray.cli.report import _tell_skipped
+        from mfray.cli.common import tell_skipped
 
         try:
             sys.stdout.write(make_report(store, study=plan.study.name, fmt=args.fmt, plots_dir=args.plots))
         finally:
-            _tell_skipped(store)
+            tell_skipped(store)
         print(f"results: {plan.results}  (mfray report {plan.storage} --study {plan.study.name})", file=sys.stderr)
     return 1 if any(f["step"] == "search" for f in outcome.failures) else 0
 
