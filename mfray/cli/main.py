@@ -88,3 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mfray {args.verb}: error: {err}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
