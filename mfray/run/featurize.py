@@ -30,6 +30,7 @@ from mfray.data.sources import build_source
 from mfray.data.specs import DatasetSpec
 from mfray.data.store import MANIFEST, GraphStore, default_root, finalize, store_key
 from mfray.utils.errors import DataError, MfrayError, storage_errors
+from mfray.utils.process import pid_alive
 
 #: datasets with fewer source rows than this are featurised in-process by ``executor="auto"``
 LOCAL_BELOW = 50_000
@@ -159,76 +160,71 @@ def featurize_dataset(
     if hasattr(source, "check_columns"):
         source.check_columns()  # fail before any work, naming the file and columns
 
-    with storage_errors(root):
-        return _featurize_into(spec, root, source, fingerprint, extractor, key, dest, t0, executor=executor,
-                               local_below_rows=local_below_rows, ray_init=ray_init, num_workers=num_workers,
-                               batch_size=batch_size, chunk_rows=chunk_rows, progress=progress, log=log)
-
-
-def _featurize_into(spec: DatasetSpec, root: Path, source: Any, fingerprint: dict[str, Any], extractor: Any,
-                    key: str, dest: Path, t0: float, *, executor: str, local_below_rows: int | None,
-                    ray_init: Callable[[], Any] | None, num_workers: int | None, batch_size: int, chunk_rows: int,
-                    progress: bool, log: Callable[[str], Any]) -> FeaturizeResult:
-    """The work of :func:`featurize_dataset` once the store is known to be missing: read, featurise,
-    finalise into ``dest`` (storage errors are turned into messages naming ``root`` by the caller)."""
-    root.mkdir(parents=True, exist_ok=True)
-    removed = remove_leftover_work(root)
-    if removed:
-        log(f"removed {removed} work folder(s) left in {root} by featurise runs that were killed")
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{key}.{_HOST}.{os.getpid()}.", dir=root))
-    timings: dict[str, float] = {}
-    try:
-        # 1. source -> raw shards
-        t = time.perf_counter()
-        with _progress(progress) as prog:
-            task = prog.add_task(f"reading {spec.name}", total=None)
-            raw_files = write_raw(source, work / "raw", chunk_rows=chunk_rows,
-                                  on_chunk=lambda n: prog.advance(task, n))
-        timings["read"] = round(time.perf_counter() - t, 3)
-        n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in raw_files)
-        if n_rows == 0:
-            raise DataError(f"dataset {spec.name!r} ({spec.spec_path or 'spec'}) has no data rows: only a header "
-                            f"(or schema) in {_source_files(source) or 'its source'}")
-        chosen = choose_executor(executor, n_rows, local_below_rows)
-        how = "in this process" if chosen == "local" else "with Ray Data"
-        if executor == "auto":
-            how += (f" (under {local_below(local_below_rows):,} rows)" if chosen == "local"
-                    else f" ({local_below(local_below_rows):,} rows or more)")
-        log(f"read {n_rows:,} rows from {spec.name} into {len(raw_files)} shard(s); featurising {how}")
-
-        # 2. featurise
-        t = time.perf_counter()
-        feat_dir = work / "featurized"
-        feat_dir.mkdir()
-        if chosen == "local":
+    with storage_errors(root):  # a full or read-only disk is one message naming root
+        root.mkdir(parents=True, exist_ok=True)
+        removed = remove_leftover_work(root)
+        if removed:
+            log(f"removed {removed} work folder(s) left in {root} by featurise runs that were killed")
+        work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{key}.{_HOST}.{os.getpid()}.", dir=root))
+        timings: dict[str, float] = {}
+        try:
+            # 1. source -> raw shards
+            t = time.perf_counter()
             with _progress(progress) as prog:
-                task = prog.add_task("featurising", total=n_rows)
-                for i, f in enumerate(raw_files):
-                    pf = pq.ParquetFile(f)
-                    for j, batch in enumerate(pf.iter_batches(batch_size=batch_size)):
-                        out = featurize_table(pa.Table.from_batches([batch]), extractor)
-                        pq.write_table(out, feat_dir / f"part-{i:05d}-{j:05d}.parquet", compression="lz4")
-                        prog.advance(task, batch.num_rows)
-        else:
-            _featurize_with_ray(spec, raw_files, feat_dir, num_workers=num_workers, batch_size=batch_size,
-                                progress=progress, ray_init=ray_init, log=log)
-        timings["featurize"] = round(time.perf_counter() - t, 3)
-        feat_files = sorted(str(p) for p in feat_dir.glob("*.parquet"))
-        if not feat_files:
-            raise RuntimeError("featurisation produced no output files")
+                task = prog.add_task(f"reading {spec.name}", total=None)
+                raw_files = write_raw(source, work / "raw", chunk_rows=chunk_rows,
+                                      on_chunk=lambda n: prog.advance(task, n))
+            timings["read"] = round(time.perf_counter() - t, 3)
+            n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in raw_files)
+            if n_rows == 0:
+                raise DataError(f"dataset {spec.name!r} ({spec.spec_path or 'spec'}) has no data rows: only a header "
+                                f"(or schema) in {_source_files(source) or 'its source'}")
+            chosen = choose_executor(executor, n_rows, local_below_rows)
+            how = "in this process" if chosen == "local" else "with Ray Data"
+            if executor == "auto":
+                how += (f" (under {local_below(local_below_rows):,} rows)" if chosen == "local"
+                        else f" ({local_below(local_below_rows):,} rows or more)")
+            log(f"read {n_rows:,} rows from {spec.name} into {len(raw_files)} shard(s); featurising {how}")
 
-        # 3. finalise into a fresh folder, then move it into place
-        staged = work / "store"
-        finalize(feat_files, spec, staged, key=key, extractor_spec=extractor.spec(),
-                 source_fingerprint=fingerprint,
-                 timings={**timings, "executor": chosen, "num_workers": num_workers or 0})
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return FeaturizeResult(GraphStore(dest), cache_hit=False, seconds=time.perf_counter() - t0, executor=chosen)
+            # 2. featurise
+            t = time.perf_counter()
+            feat_dir = work / "featurized"
+            feat_dir.mkdir()
+            if chosen == "local":
+                _featurize_local(raw_files, feat_dir, extractor, n_rows, batch_size=batch_size, progress=progress)
+            else:
+                _featurize_with_ray(spec, raw_files, feat_dir, num_workers=num_workers, batch_size=batch_size,
+                                    progress=progress, ray_init=ray_init, log=log)
+            timings["featurize"] = round(time.perf_counter() - t, 3)
+            feat_files = sorted(str(p) for p in feat_dir.glob("*.parquet"))
+            if not feat_files:
+                raise RuntimeError("featurisation produced no output files")
+
+            # 3. finalise into a fresh folder, then move it into place
+            staged = work / "store"
+            finalize(feat_files, spec, staged, key=key, extractor_spec=extractor.spec(),
+                     source_fingerprint=fingerprint,
+                     timings={**timings, "executor": chosen, "num_workers": num_workers or 0})
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, dest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return FeaturizeResult(GraphStore(dest), cache_hit=False, seconds=time.perf_counter() - t0, executor=chosen)
+
+
+def _featurize_local(raw_files: list[str], feat_dir: Path, extractor: Any, n_rows: int, *, batch_size: int,
+                     progress: bool) -> None:
+    """Featurise the raw shards in this process, one Parquet part per batch."""
+    with _progress(progress) as prog:
+        task = prog.add_task("featurising", total=n_rows)
+        for i, f in enumerate(raw_files):
+            pf = pq.ParquetFile(f)
+            for j, batch in enumerate(pf.iter_batches(batch_size=batch_size)):
+                out = featurize_table(pa.Table.from_batches([batch]), extractor)
+                pq.write_table(out, feat_dir / f"part-{i:05d}-{j:05d}.parquet", compression="lz4")
+                prog.advance(task, batch.num_rows)
 
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
@@ -244,13 +240,8 @@ def remove_leftover_work(root: Path) -> int:
         m = _WORK_DIR.match(p.name)
         if not m or not p.is_dir() or m["host"] != _HOST:
             continue
-        try:
-            os.kill(int(m["pid"]), 0)
+        if pid_alive(int(m["pid"])):
             continue  # still running
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
         shutil.rmtree(p, ignore_errors=True)
         n += 1
     return n

@@ -25,6 +25,7 @@ from typing import Any
 
 from mfray.utils.errors import MfrayError
 from mfray.utils.location import Location
+from mfray.utils.process import pid_alive
 
 #: a heartbeat older than this (seconds) is a driver that is gone; the driver writes one every 10 s
 STALE_AFTER_S = 90.0
@@ -32,16 +33,6 @@ STALE_AFTER_S = 90.0
 
 class StudyLocked(MfrayError):
     """Another driver holds the study's lease (exit status 2)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's process
-        return True
-    return True
 
 
 def age_s(record: dict[str, Any]) -> float | None:
@@ -62,7 +53,7 @@ def holds_lease(record: dict[str, Any]) -> bool:
     if age is None or age > STALE_AFTER_S:
         return False
     pid = record.get("pid")
-    return not (record.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid))
+    return not (record.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid))
 
 
 def live_holder(loc: Location, token: str | None = None) -> dict[str, Any] | None:
