@@ -93,3 +93,30 @@ def test_on_object_storage_the_token_is_read_back(tmp_path):
     assert not mine.still_ours()
     with pytest.raises(StudyLocked, match="pid 1 on node-7"):
         mine.confirm()
+
+
+def test_a_driver_that_lost_its_lease_stops_and_leaves_the_new_record_alone(tmp_path, monkeypatch):
+    """The heartbeat's side: a phase change after another driver took the lease (a new token in
+    driver.json) stops this driver as SIGTERM does and writes no record of its own over the new one.
+    (End to end, with the exit status: tests/integration/test_study_signals.py.)"""
+    from types import SimpleNamespace
+
+    from mfray.run.study import runner
+
+    loc = Location(tmp_path / "s")
+    lease = DriverLease(loc, "s")
+    lease.acquire(print)
+    killed: list[tuple[int, int]] = []
+    monkeypatch.setattr(runner.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    said: list[str] = []
+    hb = runner._Heartbeat(SimpleNamespace(study_dir=loc), lease, said.append, every=3600)
+    with hb:
+        hb.phase("search")
+        assert json.loads((tmp_path / "s" / "driver.json").read_text())["phase"] == "search"
+        assert killed == []
+        theirs = _record(tmp_path / "s", token="theirs", phase="runs")  # another driver took it over
+        hb.phase("runs")
+        hb.phase("selection")
+    assert killed == [(os.getpid(), runner.signal.SIGTERM)]  # once
+    assert [m for m in said if "another driver has taken this study's lease" in m] == [said[0]]
+    assert json.loads((tmp_path / "s" / "driver.json").read_text()) == theirs  # not overwritten, not on exit

@@ -137,6 +137,7 @@ class _Heartbeat:
                                       "state": "running", "token": lease.token}
         self.every = every
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="mfray-heartbeat")
 
     def _write(self) -> None:
@@ -146,12 +147,23 @@ class _Heartbeat:
         except OSError:
             pass
 
+    def _lost(self) -> bool:
+        """Whether another driver has taken the lease (``--force-unlock``, or a race on object storage).
+        The first time it is seen, say so and stop this driver cleanly, as SIGTERM does; from then on its
+        record is the new holder's, never overwritten."""
+        with self._lock:
+            if self.state["state"] == "lost lease":
+                return True
+            if self.lease.still_ours():
+                return False
+            self.log("another driver has taken this study's lease (mfray study run --force-unlock); stopping")
+            self.state["state"] = "lost lease"
+        os.kill(os.getpid(), signal.SIGTERM)
+        return True
+
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            if not self.lease.still_ours():  # another driver took the lease (--force-unlock): stop cleanly
-                self.log("another driver has taken this study's lease (mfray study run --force-unlock); stopping")
-                self.state["state"] = "lost lease"
-                os.kill(os.getpid(), signal.SIGTERM)
+            if self._lost():
                 return
             self._write()
 
@@ -163,7 +175,8 @@ class _Heartbeat:
 
     def phase(self, phase: str) -> None:
         self.state["phase"] = phase
-        self._write()
+        if not self._lost():  # checked at each phase too, not only on the beat
+            self._write()
 
     def finish(self, state: str, **extra: Any) -> None:
         self.state.update(state=state, **extra)
