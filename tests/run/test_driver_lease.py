@@ -120,3 +120,31 @@ def test_a_driver_that_lost_its_lease_stops_and_leaves_the_new_record_alone(tmp_
     assert killed == [(os.getpid(), runner.signal.SIGTERM)]  # once
     assert [m for m in said if "another driver has taken this study's lease" in m] == [said[0]]
     assert json.loads((tmp_path / "s" / "driver.json").read_text()) == theirs  # not overwritten, not on exit
+
+
+def test_a_sigterm_while_ray_starts_is_the_same_clean_stop(monkeypatch):
+    """ray.init sets its own SIGTERM handler (sys.exit(15)) until the study takes it back; a SIGTERM in that
+    window (a process manager's, or the heartbeat's on losing the lease) stops the study as anywhere else
+    (StudyInterrupted: exit 143, "resume with the same command"), not with a bare exit status 15."""
+    import signal
+    from types import SimpleNamespace
+
+    from mfray.run import runtime
+    from mfray.run.study import runner
+
+    def ray_init_gets_sigterm(**kw):
+        raise SystemExit(signal.SIGTERM)
+
+    monkeypatch.setattr(runtime, "ensure_ray", ray_init_gets_sigterm)
+    stop = runner._StopSignals(print)
+    monkeypatch.setattr(runner, "_STOP", stop)
+    said: list[str] = []
+    start = runner._RayOnDemand.__new__(runner._RayOnDemand)
+    start.plan, start.log, start.dashboard, start.started = SimpleNamespace(), said.append, False, False
+    with pytest.raises(runner.StudyInterrupted) as e:
+        start()
+    assert e.value.signum == signal.SIGTERM and stop.received == signal.SIGTERM and not start.started
+    assert "SIGTERM while Ray started: stopping the study cleanly" in said[0]
+    monkeypatch.setattr(runtime, "ensure_ray", lambda **kw: (_ for _ in ()).throw(SystemExit(3)))
+    with pytest.raises(SystemExit):  # any other exit is not a stop request
+        start()

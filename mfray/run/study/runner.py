@@ -283,7 +283,9 @@ def featurize_step(plan: StudyPlan, outcome: StudyOutcome, log: Callable[[str], 
             raise MfrayError(f"{task.dataset}: store built at {res.store.path}, planned {task.store_path} "
                              "(did the data change while the study started?)")
         c = res.store.manifest["counts"]
-        log(f"  {c['molecules']:,} molecules, {c['rows_quarantined']:,} rows quarantined in {res.seconds:.0f} s")
+        log(f"  {c['rows_read']:,} rows: {c['molecules']:,} molecules ({c['rows_merged']:,} rows repeat a stored "
+            f"molecule), {c['rows_quarantined']:,} rows quarantined ({res.store.path / 'quarantine.parquet'}); "
+            f"{res.seconds:.0f} s")
         outcome.add("featurise", "ran")
 
 
@@ -738,9 +740,20 @@ class _RayOnDemand:
         from mfray.run.runtime import ensure_ray
 
         t = time.perf_counter()
-        url = ensure_ray(log_to_driver=False, dashboard=self.dashboard)
-        if _STOP is not None:
-            _STOP.install()
+        try:
+            url = ensure_ray(log_to_driver=False, dashboard=self.dashboard)
+            if _STOP is not None:
+                _STOP.install()
+        except SystemExit as e:
+            # ray.init sets its own SIGTERM handler (sys.exit(15)) until `install` takes it back: a SIGTERM in
+            # that window (a process manager, or this driver's heartbeat on losing its lease) is the same
+            # clean stop as anywhere else
+            if e.code != signal.SIGTERM or _STOP is None:
+                raise
+            _STOP.received = signal.SIGTERM
+            self.log("SIGTERM while Ray started: stopping the study cleanly (finished work is kept; run the same "
+                     "command again to resume)")
+            raise StudyInterrupted(signal.SIGTERM) from None
         self.started = True
         self.log(f"Ray ready in {time.perf_counter() - t:.0f} s" + (f"; Ray dashboard: {url}" if url else ""))
         _check_local_resources(self.plan.study)
