@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from driver_procs import free_port
 
 pytestmark = pytest.mark.ray
 
@@ -61,12 +61,6 @@ while True:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _node_ip() -> str:
     import ray._private.services
 
@@ -103,7 +97,7 @@ def fake_cluster(tmp_path):
     ray_bin = Path(sys.executable).parent / "ray"
     if not ray_bin.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
-    port = _free_port()
+    port = free_port()
     address = f"{_node_ip()}:{port}"
     cfg = tmp_path / "autoscaling.json"
     cfg.write_text(json.dumps(autoscaling_config(address)))
@@ -116,7 +110,7 @@ def fake_cluster(tmp_path):
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=0",
                              f"--autoscaling-config={cfg}", f"--temp-dir={tmp}", "--disable-usage-stats",
-                             "--include-dashboard=false", f"--ray-client-server-port={_free_port()}"],
+                             "--include-dashboard=false", f"--ray-client-server-port={free_port()}"],
                             env=head_env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     counts = tmp_path / "nodes.jsonl"

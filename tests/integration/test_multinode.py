@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from driver_procs import free_port
 
 pytestmark = pytest.mark.ray
 
@@ -56,19 +56,13 @@ trial_retries = 2
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     """A head (no CPUs) and worker nodes (1 CPU each, a custom resource ``node_<i>``) on 127.0.0.1."""
 
     def __init__(self, root: Path):
         self.ray = str(Path(sys.executable).parent / "ray")
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.tmp = tempfile.mkdtemp(prefix="mfray-mn-", dir="/tmp")  # short: Ray's socket paths are limited
         self.procs: dict[str, subprocess.Popen] = {}
@@ -96,7 +90,7 @@ class Cluster:
 
     def start_head(self) -> None:
         self._start_until_up("head", ["--head", f"--port={self.port}", "--num-cpus=0", f"--temp-dir={self.tmp}",
-                                      "--include-dashboard=false", f"--ray-client-server-port={_free_port()}"],
+                                      "--include-dashboard=false", f"--ray-client-server-port={free_port()}"],
                              self.root / "cache_head", 1)
 
     def add_worker(self, i: int, nodes: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from driver_procs import free_port
 
 pytestmark = pytest.mark.ray
 moto = pytest.importorskip("moto", reason="moto[server] (test extra) is not installed")
@@ -61,16 +61,10 @@ lr = { low = 1e-4, high = 1e-2, log = true }
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3(tmp_path):
     """A moto S3 server on 127.0.0.1 with an empty bucket; yields the AWS environment that points at it."""
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).parent / "moto_server"
     server = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / "moto.log", "w"), start_new_session=True)

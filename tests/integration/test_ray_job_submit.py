@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,14 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from driver_procs import free_port
 
 pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -35,12 +29,12 @@ def local_head():
     if not ray_bin.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
     tmp = tempfile.mkdtemp(prefix="mfray-rj-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    dash = _free_port()
+    dash = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--num-cpus=2", f"--port={_free_port()}",
+        [str(ray_bin), "start", "--head", "--block", "--num-cpus=2", f"--port={free_port()}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp}", "--disable-usage-stats",
-         f"--ray-client-server-port={_free_port()}"],
+         f"--ray-client-server-port={free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"http://127.0.0.1:{dash}"

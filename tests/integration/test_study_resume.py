@@ -9,11 +9,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from driver_procs import driver_env, mfray, start_study, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults]
 
@@ -46,23 +45,12 @@ lr = { low = 1e-4, high = 1e-2, log = true }
 """
 
 
-def _start(spec: Path, storage: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
-                             "--no-report"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: the local Ray it starts dies with it
-
-
-def _kill_when(proc: subprocess.Popen, cond, timeout: float = 400) -> None:
-    deadline = time.time() + timeout
-    while not cond():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the study ended before it could be killed:\n{err[-3000:]}")
-        if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("timed out waiting for the kill point")
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started, no clean-up
+def _kill_when(spec: Path, storage: Path, env: dict, cond, log: Path) -> None:
+    """Run the study until ``cond()`` holds, then kill the driver and every Ray process it started (its
+    process group), with no clean-up."""
+    proc = start_study(spec, storage, env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    wait_for(proc, cond, "the kill point", log=log, timeout=400)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
 
 
@@ -95,27 +83,24 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
     spec = tmp_path / "resume.toml"
     spec.write_text(SPEC)
     storage = tmp_path / "storage"
-    env = {**os.environ, "MFRAY_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
+    env = driver_env(tmp_path / "cache")
 
     # 1. kill during the first search, once one trial has finished all its epochs
-    _kill_when(_start(spec, storage, env), lambda: len(_finished_trials(storage, 4)) >= 1)
+    _kill_when(spec, storage, env, lambda: len(_finished_trials(storage, 4)) >= 1, tmp_path / "run1.log")
     done_trials = _finished_trials(storage, 4)
     print(f"\nkill 1 (mid-search): {len(done_trials)} finished trial(s), {len(_parts(storage))} result parts")
-    status = subprocess.run([sys.executable, "-m", "mfray", "study", "status", str(spec), "--storage", str(storage)],
-                            env=env, capture_output=True, text=True, timeout=120)
+    status = mfray("study", "status", str(spec), "--storage", str(storage), env=env, timeout=120)
     assert status.returncode == 0 and "interrupted" in status.stdout, status.stdout + status.stderr
 
     # 2. re-run; kill again once a few runs are in the results store
-    _kill_when(_start(spec, storage, env), lambda: len(_parts(storage)) >= 2)
+    _kill_when(spec, storage, env, lambda: len(_parts(storage)) >= 2, tmp_path / "run2.log")
     for trial, digest in done_trials.items():  # a finished trial was not trained again
         assert hashlib.sha256((storage / trial / "result.json").read_bytes()).hexdigest() == digest, trial
     before = _parts(storage)
     print(f"kill 2 (mid-runs): {len(before)} result parts")
 
     # 3. re-run to the end
-    final = subprocess.run([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
-                            "--no-report"], env=env, capture_output=True, text=True, timeout=600)
+    final = mfray("study", "run", str(spec), "--storage", str(storage), "--no-report", env=env, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
     summary = re.search(r"study resume done in .*", final.stderr).group(0)
     assert "search: 2 cached" in summary

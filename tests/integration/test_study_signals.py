@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM on `mfray study run`: the first one stops the study cleanly (exit 130 / 143, "resume with
 the same command"), the search it interrupted is neither recorded as failed nor as done, and running the
 same command again finishes the study with no failed search and no duplicate rows. While the first
-driver runs, a second one on the same storage is refused (exit 2, naming the first)."""
+driver runs, a second one on the same storage is refused (exit 2, naming the first); a driver whose lease
+another takes over stops cleanly, and --force-unlock takes a live driver's lease."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from driver_procs import driver_env, mfray, start_study, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults]
 
@@ -46,21 +47,12 @@ lr = { low = 1e-4, high = 1e-2, log = true }
 """
 
 
-def _start(spec: Path, storage: Path, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
-                             "--no-report"], env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                            start_new_session=True)  # a terminal's Ctrl-C goes to the whole foreground group
-
-
-def _wait_for(proc: subprocess.Popen, cond, log: Path, timeout: float = 900) -> None:
-    deadline = time.time() + timeout  # bounds a study that never gets there; the wait ends when it does
-    while not cond():
-        if proc.poll() is not None:
-            pytest.fail(f"the study ended before the signal point:\n{log.read_text()[-3000:]}")
-        if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("timed out waiting for the signal point")
-        time.sleep(0.3)
+def _record(path: Path) -> dict:
+    """driver.json, or {} while it is not there (it is replaced atomically, never read half-written)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def _trial_running(storage: Path) -> bool:
@@ -78,22 +70,26 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
     spec = tmp_path / "signals.toml"
     spec.write_text(SPEC)
     storage = tmp_path / "storage"
-    env = {**os.environ, "MFRAY_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
+    env = driver_env(tmp_path / "cache")
 
     # 1. Ctrl-C (SIGINT to the driver's whole process group, as a terminal sends it) during the first search
     log1 = tmp_path / "run1.log"
-    proc = _start(spec, storage, env, log1)
-    _wait_for(proc, lambda: _trial_running(storage), log1)
+    proc = start_study(spec, storage, env, stdout=subprocess.DEVNULL, stderr=open(log1, "w"))
+    wait_for(proc, lambda: _trial_running(storage), "a search trial ran 2 epochs", log=log1)
     # a second driver on the same storage is refused while the first one runs (issue 13, class 9)
-    second = subprocess.run([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
-                             "--no-report"], env=env, capture_output=True, text=True, timeout=300)
+    second = mfray("study", "run", str(spec), "--storage", str(storage), "--no-report", env=env, timeout=300)
     print("\n--- second driver:\n" + second.stderr.strip().splitlines()[-1])
     assert second.returncode == 2, second.stderr[-3000:]
     assert f"is being run by another driver (pid {proc.pid} on " in second.stderr and "Traceback" not in second.stderr
     os.killpg(proc.pid, signal.SIGINT)
     rc = proc.wait(timeout=600)
     err = log1.read_text()
+    # the featurise step's counts add up: rows = molecules + repeats + quarantined
+    m = re.search(r"([\d,]+) rows: ([\d,]+) molecules \(([\d,]+) rows repeat a stored molecule\), ([\d,]+) rows "
+                  r"quarantined", err)
+    assert m, err[-3000:]
+    rows, mols, repeats, quarantined = (int(g.replace(",", "")) for g in m.groups())
+    assert rows == 655 and rows == mols + repeats + quarantined, m.group(0)
     print("\n--- Ctrl-C:\n" + "\n".join(err.splitlines()[-4:]))
     assert rc == 130, err[-3000:]
     assert "stopped by SIGINT" in err and "resume with the same command" in err
@@ -106,8 +102,8 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
 
     # 2. SIGTERM (to the driver alone, as a process manager sends it) once the runs have started
     log2 = tmp_path / "run2.log"
-    proc = _start(spec, storage, env, log2)
-    _wait_for(proc, lambda: "runs:" in log2.read_text(), log2)
+    proc = start_study(spec, storage, env, stdout=subprocess.DEVNULL, stderr=open(log2, "w"))
+    wait_for(proc, lambda: "runs:" in log2.read_text(), "the runs started", log=log2)
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=600)
     err = log2.read_text()
@@ -116,10 +112,30 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
     assert "stopped by SIGTERM" in err
     assert "no trial finished" not in err and not re.search(r"search .* failed", err)  # the search resumed
 
-    # 3. the same command again: the study finishes, nothing failed, every run once
-    final = subprocess.run([sys.executable, "-m", "mfray", "study", "run", str(spec), "--storage", str(storage),
-                            "--no-report"], env=env, capture_output=True, text=True, timeout=900)
+    # 3. another driver takes the lease (as `--force-unlock` on another machine does: a new token in
+    #    driver.json) while this one runs: it stops cleanly at its next heartbeat or phase, and leaves the
+    #    new holder's record alone
+    log3 = tmp_path / "run3.log"
+    record = storage / "studies" / "signals" / "driver.json"
+    proc = start_study(spec, storage, env, stdout=subprocess.DEVNULL, stderr=open(log3, "w"))
+    wait_for(proc, lambda: _record(record).get("pid") == proc.pid, "the driver wrote its record", log=log3)
+    other = {**_record(record), "pid": os.getpid(), "token": "another-driver",  # a live process on this machine
+             "updated_at": datetime.now(UTC).isoformat()}
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(other))
+    os.replace(tmp, record)
+    rc = proc.wait(timeout=600)
+    err = log3.read_text()
+    print("--- lease taken over:\n" + "\n".join(err.splitlines()[-3:]))
+    assert rc == 143, err[-3000:]
+    assert "another driver has taken this study's lease" in err and "Traceback" not in err
+    assert _record(record)["token"] == "another-driver"
+
+    # 4. the same command again, taking the lease back with --force-unlock (its holder's heartbeat is fresh
+    #    and its process alive): the study finishes, nothing failed, every run once
+    final = mfray("study", "run", str(spec), "--storage", str(storage), "--no-report", "--force-unlock", env=env)
     assert final.returncode == 0, final.stderr[-3000:]
+    assert f"--force-unlock: taking the study over from pid {os.getpid()} on " in final.stderr
     print("--- resumed:\n" + final.stderr.splitlines()[-1])
     assert "failure" not in final.stderr
     assert json.loads((storage / "studies" / "signals" / "failures.json").read_text()) == []
