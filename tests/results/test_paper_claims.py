@@ -73,3 +73,24 @@ def test_extra_per_task_means_add_tasks_the_store_lacks(tmp_path, capsys):
            if line.startswith("| (")}
     assert out["(a) embeddings vs base, inductive"] == [" 3/0/0 of 3 ", " +0.300 "]
     assert _claims().main([str(_store(tmp_path)), "--extra", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_min_seeds_leaves_out_a_metric_that_rests_on_one_seed(tmp_path, capsys):
+    root = _store(tmp_path)
+    store = ResultsStore(root)
+    for strategy, r2 in (("base", 0.1), ("embeddings", 0.9)):  # t3: the metric on one split seed only
+        store.append_run(RunRecord(
+            study="mfpcba9_transfer", task="t3:hf/DR", dataset="t3", setting="inductive", strategy=strategy,
+            model="gnn", readout=None, split_seed=0, metrics={"test": {"r2": r2}}, params={}, n_train_hf=100,
+            trial_id="t", started_at=datetime(2025, 1, 1, tzinfo=UTC), finished_at=datetime(2025, 1, 1, 1, tzinfo=UTC),
+            versions=VERSIONS))
+
+    def embeddings_vs_base(*flags: str) -> str:
+        assert _claims().main([str(root), *flags]) == 0
+        return next(line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("| (a) embeddings vs base, inductive"))
+
+    assert embeddings_vs_base() == "3/0/0 of 3"
+    assert embeddings_vs_base("--min-seeds", "2") == "2/0/0 of 2"
+    assert _claims().main([str(root), "--min-seeds", "0"]) == 2
+    assert "--min-seeds 0" in capsys.readouterr().err
