@@ -76,12 +76,22 @@ def fmt(name: str, r: dict | None) -> str:
     return f"| {name} | {r['W']}/{r['T']}/{r['L']} of {r['tasks']} | {r['mean']:+.3f} | {r['p']:.2f} | {per} |"
 
 
+def _at_least_1(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return k
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("store", help="results store root holding study=mfpcba9_transfer[_sum]/")
     ap.add_argument("--metric", default="r2")
     ap.add_argument("--tie", type=float, default=0.005, help="|change| below this is a tie (default 0.005)")
-    ap.add_argument("--min-seeds", type=int, default=1, metavar="K",
+    ap.add_argument("--min-seeds", type=_at_least_1, default=1, metavar="K",
                     help="count a task's method only where the metric is defined on at least K split seeds (default 1)")
     ap.add_argument("--extra", metavar="CSV", help="per-task means measured elsewhere (columns study, task, setting, "
                     "strategy, metric, mean; '#' lines are comments), added for tasks the store lacks")
@@ -114,9 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 
         main_df, sum_df = add(main_df, MAIN), add(sum_df, SUM)
 
-    if args.min_seeds < 1:
-        print(f"error: --min-seeds {args.min_seeds}: give a whole number >= 1", file=sys.stderr)
-        return 2
     if args.min_seeds > 1:  # measured-elsewhere means (n unknown) stay
         main_df, sum_df = ((df.filter(pl.col("n").is_null() | (pl.col("n") >= args.min_seeds))
                             if df is not None else None) for df in (main_df, sum_df))

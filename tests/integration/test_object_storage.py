@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from driver_procs import free_port
+from driver_procs import free_port, mfray
 
 pytestmark = pytest.mark.ray
 moto = pytest.importorskip("moto", reason="moto[server] (test extra) is not installed")
@@ -101,11 +101,6 @@ def _listing(env: dict, prefix: str) -> list[str]:
     return [i.path[len(BUCKET) + len(prefix) + 2:] for i in infos if i.type == pafs.FileType.File]
 
 
-def _mfray(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mfray", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def test_a_study_on_object_storage_resumes_after_a_killed_driver(tmp_path, s3):
     spec = tmp_path / "s3.toml"
     spec.write_text(SPEC)
@@ -131,11 +126,11 @@ def test_a_study_on_object_storage_resumes_after_a_killed_driver(tmp_path, s3):
     before = {p for p in _listing(s3, "studies") if p.startswith("results/")}
     print(f"\nkilled with {len(before)} result part(s) in the bucket")
 
-    status = _mfray("study", "status", str(spec), "--storage", uri, env=env, timeout=300)
+    status = mfray("study", "status", str(spec), "--storage", uri, env=env, timeout=300)
     assert status.returncode == 0 and "interrupted" in status.stdout, status.stdout + status.stderr
 
     # 2. re-run to the end from the bucket
-    final = _mfray("study", "run", str(spec), "--storage", uri, "--no-report", env=env)
+    final = mfray("study", "run", str(spec), "--storage", uri, "--no-report", env=env)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "search: 2 cached" in final.stderr  # killed in the runs phase: both searches were recorded in the bucket
 
@@ -164,8 +159,8 @@ def test_a_study_on_object_storage_resumes_after_a_killed_driver(tmp_path, s3):
     assert df.group_by("run_key", "fold", "metric").len()["len"].max() == 1  # no row twice
     assert df.select("strategy", "split_seed").unique().height == 8
 
-    report = _mfray("report", uri, "--study", "s3", "--metric", "r2", env=env, timeout=300)
+    report = mfray("report", uri, "--study", "s3", "--metric", "r2", env=env, timeout=300)
     assert report.returncode == 0, report.stderr
     assert "## Study s3" in report.stdout and "embeddings" in report.stdout
-    status = _mfray("study", "status", str(spec), "--storage", uri, env=env, timeout=300)
+    status = mfray("study", "status", str(spec), "--storage", uri, env=env, timeout=300)
     assert status.returncode == 0 and "finished" in status.stdout.splitlines()[0], status.stdout

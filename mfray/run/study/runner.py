@@ -746,14 +746,12 @@ class _RayOnDemand:
                 _STOP.install()
         except SystemExit as e:
             # ray.init sets its own SIGTERM handler (sys.exit(15)) until `install` takes it back: a SIGTERM in
-            # that window (a process manager, or this driver's heartbeat on losing its lease) is the same
-            # clean stop as anywhere else
+            # that window (a process manager, or this driver's heartbeat on losing its lease) goes to the
+            # study's own handler, the same clean stop as anywhere else
             if e.code != signal.SIGTERM or _STOP is None:
                 raise
-            _STOP.received = signal.SIGTERM
-            self.log("SIGTERM while Ray started: stopping the study cleanly (finished work is kept; run the same "
-                     "command again to resume)")
-            raise StudyInterrupted(signal.SIGTERM) from None
+            _STOP._handle(signal.SIGTERM, None)  # says so and raises StudyInterrupted (no search runs yet)
+            raise
         self.started = True
         self.log(f"Ray ready in {time.perf_counter() - t:.0f} s" + (f"; Ray dashboard: {url}" if url else ""))
         _check_local_resources(self.plan.study)
